@@ -1,0 +1,37 @@
+# audiosheet: `make demo` and `make test` set everything up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO    ?= demo_out
+
+.PHONY: demo test bench venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	# TinySoundFont without its pyaudio playback dependency (needs PortAudio headers, unused here)
+	$(BIN)/pip install -q --no-deps 'tinysoundfont>=0.3'
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/audiosheet corpus build --source music21 --out $(DEMO)/corpus --limit 12 --workers 2
+	$(BIN)/audiosheet corpus check $(DEMO)/corpus
+	$(BIN)/audiosheet corpus stats $(DEMO)/corpus --json
+	$(BIN)/audiosheet corpus show $(DEMO)/corpus --out $(DEMO)/alignment.png
+	@echo "alignment picture: $(DEMO)/alignment.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/spectrogram_speed.py
+	$(BIN)/python benchmarks/snippet_extraction.py
+	$(BIN)/python benchmarks/corpus_build.py --limit 40
+
+clean:
+	rm -rf $(VENV) $(DEMO)
