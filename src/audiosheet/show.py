@@ -1,0 +1,87 @@
+"""Pictures for people: a page with its noteheads marked above the spectrogram with their onsets.
+
+Each system gets a colour; its noteheads are circled in that colour on the page and its onsets are
+drawn in that colour over the spectrogram, so a misalignment shows at a glance.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (128, 128, 0), (0, 128, 128), (170, 110, 40)]
+
+
+def _spectrogram_image(spec: np.ndarray, width: int, height: int) -> "Image.Image":
+    from PIL import Image
+
+    s = np.asarray(spec, dtype=np.float32).T[::-1]  # low frequencies at the bottom
+    hi = np.percentile(s, 99.5) if s.size else 1.0
+    g = 255 - np.clip(s / max(hi, 1e-6) * 255, 0, 255).astype(np.uint8)
+    return Image.fromarray(g).resize((width, height), Image.NEAREST).convert("RGB")
+
+
+def show_alignment(corpus_dir: str | Path, piece: str | None, out: str | Path, page: int = 1,
+                   performance: int = 0) -> Path:
+    """Write the alignment picture of ``piece`` (default: the first test piece) to ``out`` (PNG)."""
+    from PIL import Image, ImageDraw
+
+    from .corpus import Corpus, CorpusError
+
+    c = Corpus(corpus_dir)
+    if piece is None:
+        ids = c.split("test") or c.piece_ids
+        if not ids:
+            raise CorpusError(f"{corpus_dir}: the corpus has no pieces")
+        piece = ids[0]
+    info = c.info(piece)
+    if not 1 <= page <= len(info["pages"]):
+        raise CorpusError(f"{piece}: no page {page} (it has {len(info['pages'])})")
+    if not 0 <= performance < len(info["performances"]):
+        raise CorpusError(f"{piece}: no performance {performance} (it has {len(info['performances'])})")
+    nh = c.noteheads(piece)
+    onsets = c.onsets(piece)[performance]
+    spec = c.spectrogram(piece, performance)
+    fps = c.manifest["spectrogram"]["fps"]
+    sel = np.where(nh["page"] == page - 1)[0]
+
+    img = Image.fromarray(c.page(piece, page - 1)).convert("RGB")
+    W = img.width
+    draw = ImageDraw.Draw(img)
+    systems = sorted(set(nh["system"][sel].tolist()))
+    colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(systems)}
+    for i in sel:
+        x, y, r = float(nh["x"][i]), float(nh["y"][i]), max(float(nh["w"][i]) * 0.6, 3)
+        draw.ellipse([x - r, y - r, x + r, y + r], outline=colour[int(nh["system"][i])], width=2)
+
+    # the part of the performance this page covers
+    t0 = max(float(onsets[sel].min()) - 1.0, 0.0) if len(sel) else 0.0
+    t1 = float(onsets[sel].max()) + 2.0 if len(sel) else len(spec) / fps
+    f0, f1 = int(t0 * fps), min(int(np.ceil(t1 * fps)), len(spec))
+    spec_h, tick_h, label_h = 276, 14, 18
+    panel = Image.new("RGB", (W, label_h + tick_h + spec_h + 16), "white")
+    panel.paste(_spectrogram_image(spec[f0:f1], W, spec_h), (0, label_h + tick_h))
+    pd = ImageDraw.Draw(panel)
+    for i in sel:
+        x = (float(onsets[i]) * fps - f0) / max(f1 - f0, 1) * W
+        col = colour[int(nh["system"][i])]
+        pd.line([x, label_h, x, label_h + tick_h - 2], fill=col, width=2)
+        pd.line([x, label_h + tick_h, x, label_h + tick_h + spec_h], fill=col + (0,), width=1)
+    perf = info["performances"][performance]
+    pd.text((4, 2), f"performance {performance}: {perf['soundfont']} program {perf['program']}, "
+            f"tempo x{perf['tempo_ratio']}   {t0:.1f}-{t1:.1f} s", fill="black")
+    pd.text((4, label_h + tick_h + spec_h + 2), "onsets of the circled noteheads, coloured by system",
+            fill="black")
+
+    head = Image.new("RGB", (W, 20), "white")
+    ImageDraw.Draw(head).text((4, 4), f"{piece} - page {page}/{len(info['pages'])} - "
+                              f"{len(sel)} noteheads - split {info['split']}", fill="black")
+    canvas = Image.new("RGB", (W, head.height + img.height + panel.height), "white")
+    canvas.paste(head, (0, 0))
+    canvas.paste(img, (0, head.height))
+    canvas.paste(panel, (0, head.height + img.height))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out

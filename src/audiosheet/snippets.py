@@ -1,0 +1,140 @@
+"""Snippets: aligned (sheet snippet, audio snippet) pairs for training and evaluation.
+
+Score systems are unrolled into one long strip at half resolution (so a 160 × 200 px window of
+the page is an 80 × 100 window of the strip). A pair is the strip window centred on a notehead and
+the spectrogram window centred on that notehead's onset in one performance. Everything is read from
+memory-mapped arrays written by the corpus builder, so extraction is a pair of slices.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+STRIP_HEIGHT = 100  # rows of the half-resolution strip (200 px of the page around the system centre)
+SHEET_H, SHEET_W = 80, 100  # sheet snippet after downscaling (160 × 200 px of the page)
+AUDIO_BINS, AUDIO_FRAMES = 92, 42  # audio snippet (bins × frames)
+
+try:  # a real torch Dataset where torch is installed; the corpus builder does not need torch
+    from torch.utils.data import Dataset as _DatasetBase
+except ImportError:  # pragma: no cover
+    _DatasetBase = object
+
+
+def half_resolution(page: np.ndarray) -> np.ndarray:
+    """Downscale a grayscale page by 2 (mean of 2 × 2 blocks), uint8."""
+    h, w = page.shape[0] // 2 * 2, page.shape[1] // 2 * 2
+    p = page[:h, :w].astype(np.uint16)
+    return ((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2] + 2) // 4).astype(np.uint8)
+
+
+def make_strip(pages: list[np.ndarray], systems: list[dict], noteheads: dict[str, np.ndarray]):
+    """Unroll all systems into one half-resolution strip.
+
+    Returns (strip uint8 (STRIP_HEIGHT, W), strip_x, strip_y) with every notehead's position in it.
+    """
+    halves = [half_resolution(p) for p in pages]
+    pieces, offsets, tops, lefts = [], [], [], []
+    off = 0
+    for s in systems:
+        page = halves[s["page"]]
+        top = int(round((s["y0"] + s["y1"]) / 4.0)) - STRIP_HEIGHT // 2
+        left, right = int(np.floor(s["x0"] / 2.0)), int(np.ceil(s["x1"] / 2.0)) + 1
+        crop = np.full((STRIP_HEIGHT, right - left), 255, dtype=np.uint8)
+        r0, r1 = max(top, 0), min(top + STRIP_HEIGHT, page.shape[0])
+        c1 = min(right, page.shape[1])
+        crop[r0 - top:r1 - top, : c1 - left] = page[r0:r1, left:c1]
+        pieces.append(crop)
+        offsets.append(off)
+        tops.append(top)
+        lefts.append(left)
+        off += crop.shape[1]
+    strip = np.concatenate(pieces, axis=1)
+    sysidx = noteheads["system"].astype(int)
+    strip_x = np.asarray(offsets)[sysidx] + noteheads["x"] / 2.0 - np.asarray(lefts)[sysidx]
+    strip_y = noteheads["y"] / 2.0 - np.asarray(tops)[sysidx]
+    return strip, strip_x.astype(np.float32), strip_y.astype(np.float32)
+
+
+@dataclass
+class _Piece:
+    strip: np.ndarray  # (STRIP_HEIGHT, W + pad) uint8, white-padded
+    strip_x: np.ndarray  # (N,) notehead column in the padded strip
+    specs: list[np.ndarray]  # per performance (T + pad, 92) float16, zero-padded
+    frames: np.ndarray  # (P, N) onset frame in the padded spectrogram
+
+
+class SnippetPairs(_DatasetBase):
+    """All (notehead, performance) pairs of one split of a corpus.
+
+    ``ds[i]`` → (sheet float32 (1, 80, 100) with ink = 1, audio float32 (1, 92, context)).
+    ``ds.batch(indices)`` extracts many pairs at once (the fast path for training loops).
+    """
+
+    def __init__(self, corpus: str | Path, split: str = "train", context: int = AUDIO_FRAMES,
+                 pieces: list[str] | None = None, mmap: bool = True):
+        from .corpus import Corpus
+
+        self.corpus = Corpus(corpus)
+        self.context = int(context)
+        self.pieces: list[_Piece] = []
+        self.piece_ids = pieces if pieces is not None else self.corpus.split(split)
+        index = []
+        pad_x, pad_t = SHEET_W // 2 + 8, self.context // 2 + 2
+        mode = "r" if mmap else None
+        for k, pid in enumerate(self.piece_ids):
+            d = self.corpus.piece_dir(pid)
+            strip = np.load(d / "strip.npy", mmap_mode=mode)
+            nh = np.load(d / "noteheads.npz")
+            perf = np.load(d / "performances.npz")
+            onsets = perf["onsets"]  # (P, N) seconds
+            fps = self.corpus.manifest["spectrogram"]["fps"]
+            specs = [np.load(d / f"perf_{j}.npy", mmap_mode=mode) for j in range(len(onsets))]
+            # pad once, in memory, so that windows never leave the arrays
+            strip = np.pad(np.asarray(strip), ((0, 0), (pad_x, pad_x)), constant_values=255)
+            specs = [np.pad(np.asarray(s), ((pad_t, pad_t), (0, 0))) for s in specs]
+            frames = np.round(onsets * fps).astype(np.int64) + pad_t
+            self.pieces.append(_Piece(strip, nh["strip_x"] + pad_x, specs, frames))
+            n, p = len(nh["strip_x"]), len(onsets)
+            index.append(np.stack(np.broadcast_arrays(k, np.arange(n)[:, None], np.arange(p)[None, :]),
+                                  -1).reshape(-1, 3))
+        self.index = np.concatenate(index) if index else np.zeros((0, 3), np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sheet(self, piece: int, notehead: int, dx: int = 0, dy: int = 0) -> np.ndarray:
+        p = self.pieces[piece]
+        x = int(round(p.strip_x[notehead])) + dx
+        y0 = (STRIP_HEIGHT - SHEET_H) // 2 + dy
+        y0 = min(max(y0, 0), STRIP_HEIGHT - SHEET_H)
+        return p.strip[y0:y0 + SHEET_H, x - SHEET_W // 2: x + SHEET_W // 2]
+
+    def audio(self, piece: int, notehead: int, perf: int, dt: int = 0) -> np.ndarray:
+        p = self.pieces[piece]
+        f = int(p.frames[perf, notehead]) + dt
+        a = f - self.context // 2
+        return p.specs[perf][a:a + self.context].T
+
+    def __getitem__(self, i: int):
+        piece, notehead, perf = self.index[i]
+        sheet = 1.0 - self.sheet(piece, notehead).astype(np.float32) / 255.0
+        audio = self.audio(piece, notehead, perf).astype(np.float32)
+        return sheet[None], audio[None]
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs ``indices`` as (sheets (B, 1, 80, 100), audios (B, 1, 92, context)) float32."""
+        sheets = np.empty((len(indices), 1, SHEET_H, SHEET_W), dtype=np.uint8)
+        audios = np.empty((len(indices), 1, AUDIO_BINS, self.context), dtype=np.float32)
+        for j, i in enumerate(indices):
+            piece, notehead, perf = self.index[i]
+            sheets[j, 0] = self.sheet(piece, notehead)
+            audios[j, 0] = self.audio(piece, notehead, perf)
+        return 1.0 - sheets.astype(np.float32) / 255.0, audios
+
+
+def piece_ids_with_pairs(corpus: str | Path, split: str) -> list[str]:
+    """Piece ids of a split (convenience for scripts)."""
+    return json.loads((Path(corpus) / "splits.json").read_text())[split]
