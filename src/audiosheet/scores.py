@@ -107,6 +107,14 @@ def list_sources(source: str, monophonic: bool = False) -> list[ScoreSource]:
     return out
 
 
+def unsupported_files(folder: str | Path) -> list[Path]:
+    """Files of a user folder that are not scores audiosheet can read (reported, not built)."""
+    root = Path(folder).expanduser().resolve()
+    return [p for p in sorted(root.rglob("*")) if p.is_file()
+            and p.suffix.lower() not in SCORE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+
+
 def load_score(path: str | Path):
     """Parse a score file with music21; one clear ``ScoreError`` for every way it can fail."""
     import music21
@@ -146,8 +154,11 @@ def _mean_pitch(part) -> float:
     return float(np.mean(ps)) if ps else 60.0
 
 
-def _staff_from_parts(parts, treble: bool):
-    """One piano staff from some parts: up to two parts become voices, more are chordified."""
+def _staff_from_parts(parts, treble: bool, tempo: bool = True):
+    """One piano staff from some parts: up to two parts become voices, more are chordified.
+
+    ``tempo``: keep the metronome marks (on one staff only, so they are not printed twice).
+    """
     from music21 import clef, stream
 
     staff = stream.PartStaff()
@@ -156,7 +167,8 @@ def _staff_from_parts(parts, treble: bool):
         for i in range(min(len(m) for m in measures)):
             m0 = measures[0][i]
             m = stream.Measure(number=m0.number)
-            for el in m0.getElementsByClass(["TimeSignature", "KeySignature"]):
+            kinds = ["TimeSignature", "KeySignature"] + (["MetronomeMark"] if tempo else [])
+            for el in m0.getElementsByClass(kinds):
                 m.insert(el.offset, copy.deepcopy(el))
             for vi, ml in enumerate(measures):
                 v = stream.Voice(id=str(vi + 1))
@@ -167,6 +179,9 @@ def _staff_from_parts(parts, treble: bool):
     else:
         chords = stream.Score(parts).chordify()
         for m in chords.getElementsByClass("Measure"):
+            if not tempo:
+                for el in list(m.getElementsByClass("MetronomeMark")):
+                    m.remove(el)
             staff.append(m)
     measures = list(staff.getElementsByClass("Measure"))
     if not measures:
@@ -262,7 +277,9 @@ def to_piano(src: ScoreSource) -> PianoScore:
                 k = (len(parts) + 1) // 2
                 upper, lower = parts[:k], parts[k:]
                 out.insert(0, _staff_from_parts(upper, treble=True))
-                out.insert(0, _staff_from_parts(lower, treble=np.mean([_mean_pitch(p) for p in lower]) >= 60))
+                # lower voices in the bass clef unless they sit high (above E4 on average)
+                out.insert(0, _staff_from_parts(lower, treble=np.mean([_mean_pitch(p) for p in lower]) >= 64,
+                                                tempo=False))
                 out.insert(0, layout.StaffGroup(list(out.parts), symbol="brace"))
             md = s.metadata
             title = (md.title or md.movementName or "") if md else ""

@@ -61,13 +61,16 @@ def show_alignment(corpus_dir: str | Path, piece: str | None, out: str | Path, p
     f0, f1 = int(t0 * fps), min(int(np.ceil(t1 * fps)), len(spec))
     spec_h, tick_h, label_h = 276, 14, 18
     panel = Image.new("RGB", (W, label_h + tick_h + spec_h + 16), "white")
-    panel.paste(_spectrogram_image(spec[f0:f1], W, spec_h), (0, label_h + tick_h))
+    sp = _spectrogram_image(spec[f0:f1], W, spec_h)
+    overlay = sp.copy()
+    od = ImageDraw.Draw(overlay)
     pd = ImageDraw.Draw(panel)
     for i in sel:
         x = (float(onsets[i]) * fps - f0) / max(f1 - f0, 1) * W
         col = colour[int(nh["system"][i])]
         pd.line([x, label_h, x, label_h + tick_h - 2], fill=col, width=2)
-        pd.line([x, label_h + tick_h, x, label_h + tick_h + spec_h], fill=col + (0,), width=1)
+        od.line([x, 0, x, spec_h], fill=col, width=1)
+    panel.paste(Image.blend(sp, overlay, 0.35), (0, label_h + tick_h))
     perf = info["performances"][performance]
     pd.text((4, 2), f"performance {performance}: {perf['soundfont']} program {perf['program']}, "
             f"tempo x{perf['tempo_ratio']}   {t0:.1f}-{t1:.1f} s", fill="black")

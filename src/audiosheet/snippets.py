@@ -7,7 +7,6 @@ memory-mapped arrays written by the corpus builder, so extraction is a pair of s
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +133,3 @@ class SnippetPairs(_DatasetBase):
             audios[j, 0] = self.audio(piece, notehead, perf)
         return 1.0 - sheets.astype(np.float32) / 255.0, audios
 
-
-def piece_ids_with_pairs(corpus: str | Path, split: str) -> list[str]:
-    """Piece ids of a split (convenience for scripts)."""
-    return json.loads((Path(corpus) / "splits.json").read_text())[split]

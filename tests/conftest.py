@@ -1,0 +1,61 @@
+"""Shared fixtures: a folder of tiny scores (and bad files) and a corpus built from it in seconds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# (name, bass line, treble line) in Humdrum kern, one quarter note per token
+_PIECES = {
+    "alpha": ("C D E F G A B c", "e f g a b cc dd ee"),
+    "beta": ("G, A, B, C D E F G", "g a b cc dd ee ff gg"),
+    "gamma": ("F E D C B, A, G, F,", "a g f e d c B A"),
+}
+
+
+def kern(bass: str, treble: str, repeat: int = 2) -> str:
+    """A two-part kern score: bass and treble lines of quarter notes, 4/4, ``repeat`` times."""
+    b, t = bass.split() * repeat, treble.split() * repeat
+    lines = ["!!!COM: Test", "**kern\t**kern", "*clefF4\t*clefG2", "*M4/4\t*M4/4", "*MM100\t*MM100"]
+    for i, (x, y) in enumerate(zip(b, t)):
+        if i % 4 == 0:
+            lines.append(f"={i // 4 + 1}\t={i // 4 + 1}")
+        lines.append(f"4{x}\t4{y}")
+    lines += ["==\t==", "*-\t*-"]
+    return "\n".join(lines) + "\n"
+
+
+def write_sources(folder: Path, bad: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (b, t) in _PIECES.items():
+        (folder / f"{name}.krn").write_text(kern(b, t))
+    # a MusicXML piece too, made with music21: a four-part chorale-like texture
+    import music21 as m21
+
+    s = m21.stream.Score()
+    for octave in (5, 4, 3, 2):
+        p = m21.stream.Part()
+        for step in "CDEFGABC":
+            p.append(m21.note.Note(f"{step}{octave}", quarterLength=1))
+        s.insert(0, p)
+    s.write("musicxml", fp=str(folder / "delta.musicxml"))
+    if bad:
+        (folder / "corrupt.krn").write_text("**kern\n4C\n*-\n\x00\x01 this is not humdrum {{{\n" * 2)
+        (folder / "broken.musicxml").write_text("<score-partwise><part id='P1'><measure>")
+        (folder / "empty.mxl").write_bytes(b"")
+        (folder / "notes.txt").write_text("not a score")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory) -> Path:
+    return write_sources(tmp_path_factory.mktemp("sources") / "scores")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, sources) -> Path:
+    from audiosheet.corpus import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    build(str(sources), out, workers=1, options=BuildOptions(seed=3), progress=False)
+    return out
