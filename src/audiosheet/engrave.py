@@ -106,19 +106,24 @@ def _parse_page(svg: str, font: str, page_no: int):
     boxes = glyph_boxes(font)
     heads, systems = [], []
 
-    def walk(el, system, staff):
+    # system > measure > staff > layer > note: a staff group per measure, numbered in its measure
+    def walk(el, system, staff, in_measure):
         cls = el.get("class") or ""
         if cls == "system":
-            systems.append([])
+            systems.append({})
             system = len(systems) - 1
+        elif cls == "measure" and system is not None:
+            in_measure = [0]
         elif cls == "staff" and system is not None:
-            lines = []
+            if in_measure is None:
+                in_measure = [0]
+            staff = in_measure[0]
+            in_measure[0] += 1
             for p in el.findall(f"{_SVG}path"):
                 m = _LINE.match(p.get("d", ""))
                 if m and abs(float(m.group(2)) - float(m.group(4))) < 1e-6:
-                    lines.append((float(m.group(1)), float(m.group(3)), float(m.group(2))))
-            systems[system].append(lines)
-            staff = len(systems[system]) - 1
+                    systems[system].setdefault(staff, []).append(
+                        (float(m.group(1)), float(m.group(3)), float(m.group(2))))
         elif cls == "note" and system is not None:
             head = next((g for g in el.iter(f"{_SVG}g") if g.get("class") == "notehead"), None)
             use = head.find(f"{_SVG}use") if head is not None else None
@@ -132,9 +137,9 @@ def _parse_page(svg: str, font: str, page_no: int):
                                   gw * sc, gh * sc, system, staff))
             return  # a note's children hold nothing else we need
         for child in el:
-            walk(child, system, staff)
+            walk(child, system, staff, in_measure)
 
-    walk(inner, None, None)
+    walk(inner, None, None, None)
     return vb, (mx, my), heads, systems
 
 
@@ -228,12 +233,18 @@ def engrave(musicxml: str, style: LayoutStyle = LayoutStyle()) -> Engraving:
         img = rasterize(svg, width_px)
         k = img.shape[1] / vb[2]  # px per inner unit
         sys_offset = len(systems)
-        for staves in page_systems:
-            staves = [s for s in staves if len(s) >= 5]
+        for by_staff in page_systems:
+            # each staff: its five line heights (the same in every measure) and its x extent
+            staves = []
+            for _, lines in sorted(by_staff.items()):
+                heights = sorted({round(y, 1) for _, _, y in lines})
+                if len(heights) >= 5:
+                    staves.append((lines, heights[:5]))
             if not staves:
                 systems.append(None)
                 continue
-            ys = [[(y + my) * k for _, _, y in sorted(s, key=lambda t: t[2])] for s in staves]
+            ys = [[(y + my) * k for y in heights] for _, heights in staves]
+            staves = [lines for lines, _ in staves]
             if staff_space is None:
                 staff_space = float(np.mean(np.diff(ys[0])))
             systems.append({
