@@ -25,11 +25,8 @@ def kern(bass: str, treble: str, repeat: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sources(folder: Path, bad: bool = True) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (b, t) in _PIECES.items():
-        (folder / f"{name}.krn").write_text(kern(b, t))
-    # a MusicXML piece too, made with music21: a four-part chorale-like texture
+def four_part_musicxml(path: Path) -> Path:
+    """A four-part chorale-like MusicXML score: a C-major scale in octaves 5, 4, 3 and 2."""
     import music21 as m21
 
     s = m21.stream.Score()
@@ -38,7 +35,15 @@ def write_sources(folder: Path, bad: bool = True) -> Path:
         for step in "CDEFGABC":
             p.append(m21.note.Note(f"{step}{octave}", quarterLength=1))
         s.insert(0, p)
-    s.write("musicxml", fp=str(folder / "delta.musicxml"))
+    s.write("musicxml", fp=str(path))
+    return path
+
+
+def write_sources(folder: Path, bad: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (b, t) in _PIECES.items():
+        (folder / f"{name}.krn").write_text(kern(b, t))
+    four_part_musicxml(folder / "delta.musicxml")  # a MusicXML piece too
     if bad:
         (folder / "corrupt.krn").write_text("**kern\n4C\n*-\n\x00\x01 this is not humdrum {{{\n" * 2)
         (folder / "broken.musicxml").write_text("<score-partwise><part id='P1'><measure>")

@@ -8,7 +8,7 @@ import pytest
 from audiosheet.engrave import LayoutStyle, engrave
 from audiosheet.scores import ScoreError, list_sources, load_score, to_piano
 
-from .conftest import kern
+from .conftest import four_part_musicxml, kern
 
 
 def test_errors_name_the_file_and_the_reason(tmp_path):
@@ -50,15 +50,7 @@ def test_music21_listing_has_a_thousand_polyphonic_pieces():
 
 
 def test_four_parts_become_a_grand_staff(tmp_path):
-    import music21 as m21
-
-    s = m21.stream.Score()
-    for octave in (5, 4, 3, 2):
-        p = m21.stream.Part()
-        for step in "CDEFGABC":
-            p.append(m21.note.Note(f"{step}{octave}", quarterLength=1))
-        s.insert(0, p)
-    s.write("musicxml", fp=str(tmp_path / "four.musicxml"))
+    four_part_musicxml(tmp_path / "four.musicxml")
     src = list_sources(str(tmp_path))[0]
     ps = to_piano(src)
     assert ps.n_source_parts == 4 and not ps.monophonic

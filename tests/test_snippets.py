@@ -59,3 +59,21 @@ def test_torch_dataloader(corpus):
 def test_unknown_split(corpus):
     with pytest.raises(ValueError, match="no split 'dev'"):
         SnippetPairs(corpus, "dev")
+
+
+def test_windows_leaving_the_arrays_are_padded():
+    from audiosheet.snippets import _window
+
+    a = np.arange(10).reshape(5, 2)
+    np.testing.assert_array_equal(_window(a, 1, 3, -1), a[1:4])
+    np.testing.assert_array_equal(_window(a, -2, 4, -1), [[-1, -1], [-1, -1], [0, 1], [2, 3]])
+    np.testing.assert_array_equal(_window(a, 4, 3, -1), [[8, 9], [-1, -1], [-1, -1]])
+    assert _window(a, 7, 2, 0).sum() == 0
+
+
+def test_first_onset_window_is_silence_padded(corpus):
+    ds = SnippetPairs(corpus, "all")
+    piece = int(np.argmax([p.frames.min() == 0 for p in ds.pieces]))
+    nh = int(np.argmin(ds.pieces[piece].frames[0]))
+    a = ds.audio(piece, nh, 0)
+    assert a.shape == (92, 42) and np.all(a[:, :20] == 0) and a[:, 21:].sum() > 0

@@ -57,12 +57,23 @@ def make_strip(pages: list[np.ndarray], systems: list[dict], noteheads: dict[str
     return strip, strip_x.astype(np.float32), strip_y.astype(np.float32)
 
 
+def _window(a: np.ndarray, start: int, length: int, fill) -> np.ndarray:
+    """``a[start:start + length]`` along axis 0, padded with ``fill`` where it leaves ``a``."""
+    if 0 <= start and start + length <= len(a):
+        return a[start:start + length]
+    out = np.full((length,) + a.shape[1:], fill, dtype=a.dtype)
+    lo, hi = max(start, 0), min(start + length, len(a))
+    if hi > lo:
+        out[lo - start:hi - start] = a[lo:hi]
+    return out
+
+
 @dataclass
 class _Piece:
-    strip: np.ndarray  # (STRIP_HEIGHT, W + pad) uint8, white-padded
-    strip_x: np.ndarray  # (N,) notehead column in the padded strip
-    specs: list[np.ndarray]  # per performance (T + pad, 92) float16, zero-padded
-    frames: np.ndarray  # (P, N) onset frame in the padded spectrogram
+    strip: np.ndarray  # (STRIP_HEIGHT, W) uint8, memory-mapped
+    strip_x: np.ndarray  # (N,) notehead column in the strip
+    specs: list[np.ndarray]  # per performance (T, 92) float16, memory-mapped
+    frames: np.ndarray  # (P, N) onset frame
 
 
 class SnippetPairs(_DatasetBase):
@@ -70,6 +81,8 @@ class SnippetPairs(_DatasetBase):
 
     ``ds[i]`` → (sheet float32 (1, 80, 100) with ink = 1, audio float32 (1, 92, context)).
     ``ds.batch(indices)`` extracts many pairs at once (the fast path for training loops).
+    Strips and spectrograms stay memory-mapped (``mmap=True``), so a corpus larger than memory works;
+    windows that leave the arrays are padded with paper (sheet) or silence (audio).
     """
 
     def __init__(self, corpus: str | Path, split: str = "train", context: int = AUDIO_FRAMES,
@@ -80,23 +93,18 @@ class SnippetPairs(_DatasetBase):
         self.context = int(context)
         self.pieces: list[_Piece] = []
         self.piece_ids = pieces if pieces is not None else self.corpus.split(split)
-        index = []
-        pad_x, pad_t = SHEET_W // 2 + 8, self.context // 2 + 2
+        fps = self.corpus.manifest["spectrogram"]["fps"]
         mode = "r" if mmap else None
+        index = []
         for k, pid in enumerate(self.piece_ids):
             d = self.corpus.piece_dir(pid)
+            with np.load(d / "noteheads.npz") as nh, np.load(d / "performances.npz") as perf:
+                strip_x, onsets = nh["strip_x"], perf["onsets"]  # onsets: (P, N) seconds
             strip = np.load(d / "strip.npy", mmap_mode=mode)
-            nh = np.load(d / "noteheads.npz")
-            perf = np.load(d / "performances.npz")
-            onsets = perf["onsets"]  # (P, N) seconds
-            fps = self.corpus.manifest["spectrogram"]["fps"]
             specs = [np.load(d / f"perf_{j}.npy", mmap_mode=mode) for j in range(len(onsets))]
-            # pad once, in memory, so that windows never leave the arrays
-            strip = np.pad(np.asarray(strip), ((0, 0), (pad_x, pad_x)), constant_values=255)
-            specs = [np.pad(np.asarray(s), ((pad_t, pad_t), (0, 0))) for s in specs]
-            frames = np.round(onsets * fps).astype(np.int64) + pad_t
-            self.pieces.append(_Piece(strip, nh["strip_x"] + pad_x, specs, frames))
-            n, p = len(nh["strip_x"]), len(onsets)
+            frames = np.round(onsets * fps).astype(np.int64)
+            self.pieces.append(_Piece(strip, strip_x, specs, frames))
+            n, p = len(strip_x), len(onsets)
             index.append(np.stack(np.broadcast_arrays(k, np.arange(n)[:, None], np.arange(p)[None, :]),
                                   -1).reshape(-1, 3))
         self.index = np.concatenate(index) if index else np.zeros((0, 3), np.int64)
@@ -105,17 +113,18 @@ class SnippetPairs(_DatasetBase):
         return len(self.index)
 
     def sheet(self, piece: int, notehead: int, dx: int = 0, dy: int = 0) -> np.ndarray:
+        """uint8 (80, 100) strip window centred on a notehead, shifted by (dx, dy) half-res px."""
         p = self.pieces[piece]
-        x = int(round(p.strip_x[notehead])) + dx
-        y0 = (STRIP_HEIGHT - SHEET_H) // 2 + dy
-        y0 = min(max(y0, 0), STRIP_HEIGHT - SHEET_H)
-        return p.strip[y0:y0 + SHEET_H, x - SHEET_W // 2: x + SHEET_W // 2]
+        x = int(round(float(p.strip_x[notehead]))) + dx
+        y0 = min(max((STRIP_HEIGHT - SHEET_H) // 2 + dy, 0), STRIP_HEIGHT - SHEET_H)
+        cols = _window(p.strip.T, x - SHEET_W // 2, SHEET_W, 255)  # (100, STRIP_HEIGHT)
+        return cols[:, y0:y0 + SHEET_H].T
 
     def audio(self, piece: int, notehead: int, perf: int, dt: int = 0) -> np.ndarray:
+        """float16 (92, context) spectrogram window centred on the notehead's onset, shifted by dt."""
         p = self.pieces[piece]
         f = int(p.frames[perf, notehead]) + dt
-        a = f - self.context // 2
-        return p.specs[perf][a:a + self.context].T
+        return _window(p.specs[perf], f - self.context // 2, self.context, 0).T
 
     def __getitem__(self, i: int):
         piece, notehead, perf = self.index[i]
