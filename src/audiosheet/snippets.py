@@ -80,7 +80,7 @@ class SnippetPairs(_DatasetBase):
     """All (notehead, performance) pairs of one split of a corpus.
 
     ``ds[i]`` → (sheet float32 (1, 80, 100) with ink = 1, audio float32 (1, 92, context)).
-    ``ds.batch(indices)`` extracts many pairs at once (the fast path for training loops).
+    ``ds.batch(indices)`` stacks many pairs for a training step.
     Strips and spectrograms stay memory-mapped (``mmap=True``), so a corpus larger than memory works;
     windows that leave the arrays are padded with paper (sheet) or silence (audio).
     """
@@ -126,19 +126,16 @@ class SnippetPairs(_DatasetBase):
         f = int(p.frames[perf, notehead]) + dt
         return _window(p.specs[perf], f - self.context // 2, self.context, 0).T
 
-    def __getitem__(self, i: int):
-        piece, notehead, perf = self.index[i]
+    def pair(self, piece: int, notehead: int, perf: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sheet float32 (1, 80, 100) with ink = 1, audio float32 (1, 92, context))."""
         sheet = 1.0 - self.sheet(piece, notehead).astype(np.float32) / 255.0
-        audio = self.audio(piece, notehead, perf).astype(np.float32)
-        return sheet[None], audio[None]
+        return sheet[None], self.audio(piece, notehead, perf).astype(np.float32)[None]
+
+    def __getitem__(self, i: int):
+        return self.pair(*self.index[i])
 
     def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs ``indices`` as (sheets (B, 1, 80, 100), audios (B, 1, 92, context)) float32."""
-        sheets = np.empty((len(indices), 1, SHEET_H, SHEET_W), dtype=np.uint8)
-        audios = np.empty((len(indices), 1, AUDIO_BINS, self.context), dtype=np.float32)
-        for j, i in enumerate(indices):
-            piece, notehead, perf = self.index[i]
-            sheets[j, 0] = self.sheet(piece, notehead)
-            audios[j, 0] = self.audio(piece, notehead, perf)
-        return 1.0 - sheets.astype(np.float32) / 255.0, audios
+        """Pairs ``indices`` stacked: (sheets (B, 1, 80, 100), audios (B, 1, 92, context))."""
+        pairs = [self.pair(*self.index[i]) for i in indices]
+        return np.stack([s for s, _ in pairs]), np.stack([a for _, a in pairs])
 
