@@ -59,6 +59,59 @@ def _corpus_show(a) -> int:
     return 0
 
 
+def _train(a) -> int:
+    from .model import load_config
+    from .train import TrainConfig, train
+
+    overrides = {k: getattr(a, k) for k in ("lr", "epoch_samples", "patience", "refinements", "seed",
+                                             "threads", "val_pairs", "cca_pairs", "batch")
+                 if getattr(a, k) is not None}
+    if a.max_samples is not None:
+        overrides["max_samples"] = a.max_samples
+    if a.resume:
+        summary = train(a.corpus, a.out, resume=True, max_samples=a.max_samples, progress=not a.quiet)
+    else:
+        summary = train(a.corpus, a.out, load_config(a.config), TrainConfig(**overrides),
+                        init_audio=a.init_audio, init_sheet=a.init_sheet, progress=not a.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _evaluate_snippets(a) -> int:
+    from .evaluate import evaluate_snippets
+
+    res = evaluate_snippets(a.corpus, a.model, split=a.split, pairs=a.pairs, seed=a.seed,
+                            progress=not a.quiet)
+    text = json.dumps(res, indent=1)
+    if a.json:
+        from pathlib import Path
+
+        Path(a.json).write_text(text + "\n")
+    for d in ("a2s", "s2a"):
+        m = res[d]
+        print(f"{d}: R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}  R@25 {m['R@25']:.3f}  "
+              f"MRR {m['MRR']:.3f}  MR {m['MR']:.0f}  mean rank {m['mean_rank']:.1f}")
+    print(f"pairs: {res['pairs']} from {res['pieces']} {a.split} pieces")
+    return 0
+
+
+def _models(a) -> int:
+    from .model import shipped_models
+
+    cards = shipped_models()
+    if a.json:
+        print(json.dumps(cards, indent=1))
+        return 0
+    if not cards:
+        print("no shipped models")
+    for c in cards:
+        t = c.get("test_metrics", {})
+        mrr = " ".join(f"{d} MRR {t[d]['MRR']:.3f}" for d in ("a2s", "s2a") if d in t)
+        print(f"{c['name']:24s} config {c.get('config', {}).get('name', '?'):12s} "
+              f"samples {c.get('samples_seen', 0):>10,}  {mrr}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiosheet", description="Link music recordings with sheet music.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -103,6 +156,43 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--page", type=int, default=1, help="page number (1-based)")
     w.add_argument("--performance", type=int, default=0)
     w.set_defaults(func=_corpus_show)
+
+    t = sub.add_parser("train", help="train a snippet model on a corpus (resumable)")
+    t.add_argument("--corpus", required=True, help="corpus folder (audiosheet corpus build)")
+    t.add_argument("--config", default="bl2_att84", help="model config: bl1, bl2, bl2_att84, "
+                   "bl2_att168 or a JSON file")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log.csv)")
+    t.add_argument("--init-audio", default=None, help="checkpoint to initialise the audio pathway from")
+    t.add_argument("--init-sheet", default=None, help="checkpoint to initialise the sheet pathway from")
+    t.add_argument("--max-samples", type=int, default=None, help="stop after N training samples")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out after a stop")
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--batch", type=int, default=None)
+    t.add_argument("--epoch-samples", type=int, default=None)
+    t.add_argument("--patience", type=int, default=None)
+    t.add_argument("--refinements", type=int, default=None)
+    t.add_argument("--val-pairs", type=int, default=None)
+    t.add_argument("--cca-pairs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model on a corpus split")
+    es = e.add_subparsers(dest="evaluate_command", required=True)
+    n = es.add_parser("snippets", help="cross-modal snippet retrieval (R@k, MRR, median rank)")
+    n.add_argument("--corpus", required=True)
+    n.add_argument("--split", default="test")
+    n.add_argument("--model", required=True, help="run folder, checkpoint file or shipped model name")
+    n.add_argument("--pairs", type=int, default=2000, help="size of the candidate pool")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    n.add_argument("--quiet", action="store_true")
+    n.set_defaults(func=_evaluate_snippets)
+
+    m = sub.add_parser("models", help="list the models shipped inside the package")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_models)
     return p
 
 

@@ -1,0 +1,96 @@
+"""Training and inference throughput of the snippet model on this machine's CPU.
+
+Measures, in one run and on the same random batches:
+  * plain: fp32, NCHW (the naive PyTorch step);
+  * project: the step `audiosheet train` uses (channels-last + bf16 autocast);
+  * project + loading: the same with batches drawn and augmented from a corpus (``--corpus``);
+  * inference: audio and sheet snippets embedded per second.
+
+    python benchmarks/train_throughput.py --config bl2 [--corpus DIR] [--steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from audiosheet.model import SnippetModel, load_config
+from audiosheet.train import PairSampler, TrainConfig, _autocast, train_step
+
+
+def rate(fn, steps: int, warmup: int, batch: int) -> float:
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="bl2")
+    ap.add_argument("--corpus", default=None, help="corpus folder for the step with real loading")
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = load_config(a.config)
+    torch.manual_seed(0)
+    h, w = cfg.sheet_shape
+    sheets = torch.rand(a.batch, 1, h, w)
+    audios = torch.rand(a.batch, 1, cfg.audio_bins, cfg.context)
+    res = {"config": cfg.name, "batch": a.batch, "threads": torch.get_num_threads(),
+           "torch": torch.__version__}
+
+    def make(channels_last: bool):
+        m = SnippetModel(cfg).train()
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        return m, torch.optim.Adam(m.parameters(), lr=2e-3)
+
+    m, opt = make(False)
+    res["plain_fp32_nchw_pairs_s"] = rate(lambda: train_step(m, opt, sheets, audios, False, False),
+                                          a.steps, a.warmup, a.batch)
+    m, opt = make(True)
+    res["project_pairs_s"] = rate(lambda: train_step(m, opt, sheets, audios, True, True),
+                                  a.steps, a.warmup, a.batch)
+    res["speedup"] = res["project_pairs_s"] / res["plain_fp32_nchw_pairs_s"]
+    if a.corpus:
+        from audiosheet.snippets import SnippetPairs
+
+        data = SnippetPairs(a.corpus, "train", context=cfg.context)
+        sampler = PairSampler(data, TrainConfig())
+        k = iter(range(10**9))
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            sampler(next(k), a.batch)
+        res["loading_pairs_s"] = a.steps * a.batch / (time.perf_counter() - t0)
+        res["project_with_loading_pairs_s"] = rate(
+            lambda: train_step(m, opt, *sampler(next(k), a.batch), True, True), a.steps, a.warmup, a.batch)
+
+    m.eval()
+    big = 500
+    s_in = torch.rand(big, 1, h, w).contiguous(memory_format=torch.channels_last)
+    a_in = torch.rand(big, 1, cfg.audio_bins, cfg.context).contiguous(memory_format=torch.channels_last)
+
+    def inf(fn, x):
+        with torch.no_grad(), _autocast(True):
+            fn(x)
+    res["inference_audio_per_s"] = rate(lambda: inf(m.embed_audio, a_in), max(a.steps // 4, 3), 1, big)
+    res["inference_sheet_per_s"] = rate(lambda: inf(m.embed_sheet, s_in), max(a.steps // 4, 3), 1, big)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for k_, v in res.items():
+            print(f"{k_:32s} {v:.1f}" if isinstance(v, float) else f"{k_:32s} {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shipped model configurations (JSON), loaded by name with audiosheet.model.load_config."""

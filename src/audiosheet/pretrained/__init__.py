@@ -1,0 +1,1 @@
+"""Shipped model weights (safetensors + JSON card), trained with `audiosheet train`."""

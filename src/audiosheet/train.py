@@ -1,0 +1,368 @@
+"""Training of the snippet model: a thin loop over SnippetPairs and SnippetModel.
+
+Reference recipe (Dorfer et al. 2018): Adam 2e-3 with L2 1e-5, batches of 100 pairs, "epochs" of
+10,000 samples, validation MRR after each epoch, early stopping with patience, then refinement at half
+the learning rate (up to 5 times) from the best weights. Augmentation: system shift, sheet scale and
+onset shift here; several SoundFonts and tempi come from the corpus's performances.
+
+A run folder holds ``config.json`` (model and training settings), ``last.safetensors`` and
+``best.safetensors`` (weights with their config), ``state.pt`` (optimizer and schedule, for
+``--resume``) and ``log.csv`` (one row per epoch). Every file is replaced atomically.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import (CheckpointError, ModelConfig, SnippetModel, load_encoder, ranking_loss,
+                    read_checkpoint, save_checkpoint, _load_state)
+from .snippets import SHEET_H, SHEET_W, STRIP_HEIGHT, SnippetPairs, _window
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-3  # Adam learning rate
+    weight_decay: float = 1e-5  # L2 penalty
+    batch: int = 100  # pairs per step (every other pair is a negative)
+    epoch_samples: int = 10_000  # samples per "epoch" (validation after each)
+    patience: int = 30  # epochs without validation gain before the learning rate is halved
+    refinements: int = 5  # how many times the learning rate is halved before stopping
+    max_samples: int = 0  # stop after this many training samples (0: only early stopping ends)
+    val_split: str = "valid"  # corpus split used for validation
+    val_pairs: int = 1000  # validation pool (pairs sampled evenly over the validation pieces)
+    cca_pairs: int = 25_000  # training pairs for the CCA re-estimation after training
+    system_shift: float = 2.5  # vertical shift of the sheet window, ± px of the 80 × 100 input
+    scale: tuple = (0.95, 1.05)  # sheet scale range
+    onset_shift: int = 1  # ± frames of the audio window centre
+    seed: int = 0  # sampling and augmentation seed
+    threads: int = 0  # torch threads (0: all cores)
+    channels_last: bool = True  # channels-last memory format (faster convolutions on CPU)
+    bf16: bool = True  # bfloat16 autocast for the convolutions
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training config fields: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "scale" in d:
+            d["scale"] = tuple(d["scale"])
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: augmented batches drawn from a SnippetPairs dataset
+
+SHEET_CROP_W = 120  # wider crop so that scaling down never shows the crop border
+
+
+class PairSampler:
+    """Draws augmented training batches (sheets (B,1,80,100), audios (B,1,92,T)) reproducibly.
+
+    Batch ``k`` depends only on (seed, k), so a resumed run continues the same sequence.
+    """
+
+    def __init__(self, data: SnippetPairs, cfg: TrainConfig):
+        self.data, self.cfg = data, cfg
+
+    def indices(self, step: int, batch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.cfg.seed, step])
+        return rng.integers(0, len(self.data), size=batch)
+
+    def __call__(self, step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, data = self.cfg, self.data
+        rng = np.random.default_rng([self.cfg.seed, step, 1])
+        idx = self.indices(step, batch)
+        crops = np.empty((batch, STRIP_HEIGHT, SHEET_CROP_W), np.uint8)
+        audios = np.empty((batch, data.pieces[0].specs[0].shape[1], data.context), np.float32)
+        dts = rng.integers(-cfg.onset_shift, cfg.onset_shift + 1, size=batch)
+        for b, (piece, note, perf) in enumerate(data.index[idx]):
+            p = data.pieces[piece]
+            x = int(round(float(p.strip_x[note])))
+            crops[b] = _window(p.strip.T, x - SHEET_CROP_W // 2, SHEET_CROP_W, 255).T
+            audios[b] = data.audio(piece, note, perf, int(dts[b]))
+        sheets = 1.0 - torch.from_numpy(crops).float().div_(255.0)
+        scale = rng.uniform(*cfg.scale, size=batch)
+        shift = rng.uniform(-cfg.system_shift, cfg.system_shift, size=batch)
+        return warp_sheets(sheets, scale, shift), torch.from_numpy(audios)[:, None]
+
+
+def warp_sheets(crops: torch.Tensor, scale, shift) -> torch.Tensor:
+    """Centre (80 × 100) windows of (B, 100, 120) ink crops, scaled by ``scale`` and shifted
+    vertically by ``shift`` px, in one batched ``grid_sample``. scale 1, shift 0 is the plain window."""
+    b, h, w = crops.shape
+    scale = torch.as_tensor(np.asarray(scale, np.float32))
+    shift = torch.as_tensor(np.asarray(shift, np.float32))
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = (SHEET_W / w) / scale
+    theta[:, 1, 1] = (SHEET_H / h) / scale
+    theta[:, 1, 2] = 2.0 * shift / h
+    grid = F.affine_grid(theta, (b, 1, SHEET_H, SHEET_W), align_corners=False)
+    return F.grid_sample(crops[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def evaluation_pairs(data: SnippetPairs, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` pair indices into ``data.index`` spread evenly over its pieces (seeded, no repeats)."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(data.index[:, 0], minlength=len(data.pieces))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    k = len(data.pieces)
+    per = np.full(k, n // k) + (np.arange(k) < n % k)[rng.permutation(k)]
+    chosen, spare = [], []
+    for piece in range(k):  # pieces with fewer pairs than their share give the rest to the others
+        take = min(per[piece], counts[piece])
+        order = starts[piece] + rng.permutation(counts[piece])
+        chosen.append(order[:take])
+        spare.append(order[take:])
+    chosen = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    short = n - len(chosen)
+    if short > 0:
+        spare = np.concatenate(spare)
+        chosen = np.concatenate([chosen, rng.choice(spare, size=min(short, len(spare)), replace=False)])
+    return np.sort(chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding many pairs (used by validation, CCA re-estimation and evaluation)
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def embed_pairs(model: SnippetModel, data: SnippetPairs, indices, batch: int = 500, raw: bool = False,
+                bf16: bool = True, channels_last: bool = True, progress: bool = False):
+    """Embeddings (sheet (N, d), audio (N, d)) of pairs ``indices`` (un-augmented windows)."""
+    from tqdm import tqdm
+
+    was = model.training
+    model.eval()
+    mf = torch.channels_last if channels_last else torch.contiguous_format
+    out_s, out_a = [], []
+    for i in tqdm(range(0, len(indices), batch), disable=not progress, desc="embed", unit="batch"):
+        s, a = data.batch(indices[i:i + batch])
+        s = torch.from_numpy(s).contiguous(memory_format=mf)
+        a = torch.from_numpy(a).contiguous(memory_format=mf)
+        with _autocast(bf16):
+            if raw:
+                es, ea = model.raw(s, a)
+            else:
+                es, ea = model.embed_sheet(s), model.embed_audio(a)
+        out_s.append(es.float())
+        out_a.append(ea.float())
+    model.train(was)
+    return torch.cat(out_s), torch.cat(out_a)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+
+def train_step(model: SnippetModel, opt: torch.optim.Optimizer, sheets: torch.Tensor, audios: torch.Tensor,
+               channels_last: bool = True, bf16: bool = True) -> float:
+    """One optimisation step on a batch of pairs; returns the loss. The model must already be in
+    the matching memory format (``model.to(memory_format=torch.channels_last)``)."""
+    mf = torch.channels_last if channels_last else torch.contiguous_format
+    sheets, audios = sheets.contiguous(memory_format=mf), audios.contiguous(memory_format=mf)
+    with _autocast(bf16):
+        es, ea = model(sheets, audios)
+    loss = ranking_loss(es, ea, model.config.margin, model.config.symmetric)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    # gradients through the CCA's eigen- and singular-value decompositions can blow up on a
+    # near-degenerate batch; such a step is skipped rather than allowed to poison the weights
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    if not torch.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        return float("nan")
+    opt.step()
+    return float(loss.detach())
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+class TrainError(ValueError):
+    """A training run that cannot start; the message names the path and the reason."""
+
+
+def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = None,
+          train_cfg: TrainConfig | None = None, init_audio: str | None = None,
+          init_sheet: str | None = None, resume: bool = False, max_samples: int | None = None,
+          progress: bool = True,
+          log=None) -> dict:
+    """Train a snippet model on ``corpus`` into run folder ``out``; returns the final summary.
+
+    ``resume`` continues the run in ``out`` with its saved settings (``max_samples`` may raise its
+    budget, also after it has finished by reaching the old one)."""
+    from tqdm import tqdm
+
+    from .evaluate import retrieval_metrics
+
+    log = log or (lambda msg: print(msg, flush=True))
+    out = Path(out)
+    state_path = out / "state.pt"
+    if resume:
+        if not (out / "config.json").is_file():
+            raise TrainError(f"{out}: nothing to resume (no config.json)")
+        saved = json.loads((out / "config.json").read_text())
+        model_cfg = ModelConfig.from_dict(saved["model"])
+        train_cfg = TrainConfig.from_dict(saved["train"])
+        if max_samples is not None and max_samples != train_cfg.max_samples:
+            train_cfg.max_samples = saved["train"]["max_samples"] = int(max_samples)
+            _atomic_json(out / "config.json", saved)
+        init_audio, init_sheet = saved.get("init_audio"), saved.get("init_sheet")
+    else:
+        if (out / "state.pt").exists():
+            raise TrainError(f"{out}: a run already exists here (use --resume, or another --out)")
+        model_cfg = model_cfg or ModelConfig()
+        train_cfg = train_cfg or TrainConfig()
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+
+    data = SnippetPairs(corpus, "train", context=model_cfg.context)
+    if model_cfg.cca and train_cfg.batch <= model_cfg.embed_dim:
+        raise TrainError(f"batch {train_cfg.batch}: the CCA layer needs more pairs per batch than "
+                         f"embedding dimensions ({model_cfg.embed_dim})")
+    val = SnippetPairs(corpus, train_cfg.val_split, context=model_cfg.context)
+    if len(data) == 0 or len(val) == 0:
+        raise TrainError(f"{corpus}: the corpus needs pairs in its train and {train_cfg.val_split} splits "
+                         f"(train {len(data)}, {train_cfg.val_split} {len(val)})")
+    val_idx = evaluation_pairs(val, train_cfg.val_pairs, seed=train_cfg.seed)
+    sampler = PairSampler(data, train_cfg)
+
+    model = SnippetModel(model_cfg)
+    if init_audio:
+        load_encoder(model, init_audio, "audio")
+    if init_sheet:
+        load_encoder(model, init_sheet, "sheet")
+    mf = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=mf)
+    opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+    st = {"step": 0, "samples": 0, "epoch": 0, "lr": train_cfg.lr, "best_mrr": -1.0, "best_epoch": 0,
+          "bad_epochs": 0, "refinements": 0, "wall_s": 0.0, "done": False}
+    if resume and state_path.is_file():
+        ck = torch.load(state_path, map_location="cpu", weights_only=False)
+        _load_state(model, ck["model"], state_path)
+        opt.load_state_dict(ck["optimizer"])
+        st.update(ck["schedule"])
+        if st["done"] and st.get("stopped_by") == "budget" and (
+                not train_cfg.max_samples or st["samples"] < train_cfg.max_samples):
+            st["done"] = False  # the budget was raised: go on
+        log(f"resumed {out} at epoch {st['epoch']}, {st['samples']:,} samples")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_json(out / "config.json", {"model": model_cfg.to_dict(), "train": asdict(train_cfg),
+                                           "corpus": str(Path(corpus).resolve()),
+                                           "init_audio": init_audio, "init_sheet": init_sheet})
+    for g in opt.param_groups:
+        g["lr"] = st["lr"]
+
+    log_path = out / "log.csv"
+    columns = ["epoch", "samples", "lr", "loss", "val_loss", "a2s_MRR", "s2a_MRR", "val_MRR",
+               "pairs_per_s", "wall_s", "skipped_steps"]
+    if not log_path.exists():
+        with log_path.open("w", newline="") as f:
+            csv.writer(f).writerow(columns)
+
+    def validate() -> dict:
+        es, ea = embed_pairs(model, val, val_idx, bf16=train_cfg.bf16, channels_last=train_cfg.channels_last)
+        m = retrieval_metrics(ea @ es.T)
+        vl = float(ranking_loss(es[:train_cfg.batch], ea[:train_cfg.batch], model_cfg.margin))
+        return {"a2s": m["a2s"]["MRR"], "s2a": m["s2a"]["MRR"], "loss": vl}
+
+    def save_state() -> None:
+        tmp = state_path.with_name("state.pt.tmp")
+        torch.save({"model": {k: v for k, v in model.state_dict().items() if v.is_floating_point()},
+                    "optimizer": opt.state_dict(), "schedule": st}, tmp)
+        tmp.replace(state_path)
+
+    meta = lambda: {"samples": st["samples"], "epoch": st["epoch"], "val_MRR": st["best_mrr"]}  # noqa: E731
+    steps_per_epoch = math.ceil(train_cfg.epoch_samples / train_cfg.batch)
+    while not st["done"]:
+        model.train()
+        t0 = time.perf_counter()
+        losses = []
+        bar = tqdm(range(steps_per_epoch), disable=not progress, leave=False,
+                   desc=f"epoch {st['epoch'] + 1}", unit="step")
+        for _ in bar:
+            sheets, audios = sampler(st["step"], train_cfg.batch)
+            losses.append(train_step(model, opt, sheets, audios, train_cfg.channels_last, train_cfg.bf16))
+            st["step"] += 1
+            st["samples"] += train_cfg.batch
+            bar.set_postfix(loss=f"{np.nanmean(losses[-20:]):.4f}")
+        dt = time.perf_counter() - t0
+        skipped = int(np.sum(~np.isfinite(losses)))
+        losses = [x for x in losses if np.isfinite(x)] or [float("nan")]
+        st["epoch"] += 1
+        v = validate()
+        st["wall_s"] += time.perf_counter() - t0
+        mrr = 0.5 * (v["a2s"] + v["s2a"])
+        improved = mrr > st["best_mrr"]
+        if improved:
+            st.update(best_mrr=mrr, best_epoch=st["epoch"], bad_epochs=0)
+            save_checkpoint(model, out / "best.safetensors", meta())
+        else:
+            st["bad_epochs"] += 1
+        row = [st["epoch"], st["samples"], f"{st['lr']:.3g}", f"{np.mean(losses):.5f}", f"{v['loss']:.5f}",
+               f"{v['a2s']:.4f}", f"{v['s2a']:.4f}", f"{mrr:.4f}",
+               f"{steps_per_epoch * train_cfg.batch / dt:.1f}", f"{st['wall_s']:.0f}", skipped]
+        with log_path.open("a", newline="") as f:
+            csv.writer(f).writerow(row)
+        log(f"epoch {st['epoch']:4d}  samples {st['samples']:>9,}  loss {np.mean(losses):.4f}  "
+            f"val MRR a2s {v['a2s']:.3f} s2a {v['s2a']:.3f}{' *' if improved else ''}  "
+            f"lr {st['lr']:.2g}  {steps_per_epoch * train_cfg.batch / dt:.0f} pairs/s"
+            + (f"  ({skipped} non-finite steps skipped)" if skipped else ""))
+        if st["bad_epochs"] >= train_cfg.patience:  # refine from the best weights at half the rate
+            if st["refinements"] >= train_cfg.refinements:
+                st.update(done=True, stopped_by="early stopping")
+            else:
+                st["refinements"] += 1
+                st["lr"] /= 2
+                st["bad_epochs"] = 0
+                _, best, _ = read_checkpoint(out / "best.safetensors")
+                _load_state(model, best, out / "best.safetensors")
+                for g in opt.param_groups:
+                    g["lr"] = st["lr"]
+                log(f"no gain for {train_cfg.patience} epochs: refinement {st['refinements']}, lr {st['lr']:.2g}")
+        if train_cfg.max_samples and st["samples"] >= train_cfg.max_samples and not st["done"]:
+            st.update(done=True, stopped_by="budget")
+        save_checkpoint(model, out / "last.safetensors", meta())
+        save_state()
+
+    # final: best weights, CCA statistics re-estimated on many training pairs
+    model = SnippetModel(model_cfg)
+    _, best, extra = read_checkpoint(out / "best.safetensors")
+    _load_state(model, best, out / "best.safetensors")
+    model = model.to(memory_format=mf)
+    if model.cca is not None and train_cfg.cca_pairs:
+        idx = np.random.default_rng([train_cfg.seed, 99]).integers(0, len(data), size=train_cfg.cca_pairs)
+        es, ea = embed_pairs(model, data, np.sort(idx), raw=True, bf16=train_cfg.bf16,
+                             channels_last=train_cfg.channels_last, progress=progress)
+        model.cca.fit(ea, es)
+        v = validate()
+        extra.update(val_MRR_after_cca_fit={"a2s": v["a2s"], "s2a": v["s2a"]})
+        log(f"CCA re-estimated on {train_cfg.cca_pairs:,} training pairs: val MRR a2s {v['a2s']:.3f} "
+            f"s2a {v['s2a']:.3f}")
+        if 0.5 * (v["a2s"] + v["s2a"]) < st["best_mrr"]:
+            log("re-estimated CCA is worse on validation; keeping the running statistics")
+        else:
+            save_checkpoint(model, out / "best.safetensors", {**extra, "cca_pairs": train_cfg.cca_pairs})
+    summary = {"run": str(out), "epochs": st["epoch"], "samples": st["samples"],
+               "best_epoch": st["best_epoch"], "val_MRR": st["best_mrr"], "wall_s": round(st["wall_s"], 1),
+               "refinements": st["refinements"], "stopped_by": st.get("stopped_by")}
+    _atomic_json(out / "summary.json", summary)
+    return summary

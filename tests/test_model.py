@@ -1,0 +1,157 @@
+"""Snippet model: metrics, CCA whitening, loss, checkpoints."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audiosheet.evaluate import ranks, retrieval_metrics, summarise
+from audiosheet.model import (CCALayer, CheckpointError, ModelConfig, SnippetModel, load_checkpoint,
+                              load_config, load_encoder, load_model, ranking_loss, read_checkpoint,
+                              save_checkpoint)
+
+SMALL = dict(channels=[8, 8, 16, 16])
+
+
+def test_ranks_of_hand_made_matrix():
+    # rows: audio queries; columns: sheets; the diagonal holds the true partners
+    sim = np.array([[0.9, 0.1, 0.2, 0.0],   # partner best: rank 1
+                    [0.8, 0.5, 0.6, 0.1],   # two above the partner: rank 3
+                    [0.1, 0.2, 0.3, 0.4],   # one above: rank 2
+                    [0.9, 0.8, 0.7, 0.1]])  # partner last: rank 4
+    assert ranks(sim).tolist() == [1, 3, 2, 4]
+    # columns: sheet queries. col 0: 0.9 ties with 0.9 (ties count for the partner): rank 1;
+    # col 1: 0.8 above 0.5: rank 2; col 2: 0.6 and 0.7 above 0.3: rank 3; col 3: 0.4 above 0.1: rank 2
+    assert ranks(sim.T).tolist() == [1, 2, 3, 2]
+    m = retrieval_metrics(sim)
+    assert m["pairs"] == 4
+    a = m["a2s"]
+    assert a["R@1"] == 0.25 and a["R@5"] == 1.0
+    assert a["MRR"] == pytest.approx((1 + 1 / 3 + 1 / 2 + 1 / 4) / 4)
+    assert a["MR"] == 2.5 and a["mean_rank"] == 2.5
+    assert m["s2a"]["MRR"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 2) / 4)
+
+
+def test_metrics_match_slow_reference():
+    rng = np.random.default_rng(0)
+    sim = rng.normal(size=(60, 60))
+    slow = []
+    for i in range(60):  # the obvious way: sort the row and find the partner
+        order = sorted(range(60), key=lambda j: -sim[i, j])
+        slow.append(order.index(i) + 1)
+    assert ranks(sim).tolist() == slow
+    s = summarise(np.array(slow))
+    assert s["R@10"] == pytest.approx(np.mean(np.array(slow) <= 10))
+    assert s["MR"] == np.median(slow)
+
+
+def test_cca_whitens_a_batch():
+    torch.manual_seed(0)
+    z = torch.randn(400, 8)
+    a = z @ torch.randn(8, 8) + 0.3 * torch.randn(400, 8)
+    s = z @ torch.randn(8, 8) + 3.0
+    cca = CCALayer(8, eps=1e-6).train()
+    pa, ps = cca(a, s)
+    for p in (pa, ps):
+        cov = p.T @ p / (len(p) - 1)
+        assert torch.allclose(cov, torch.eye(8), atol=1e-3)
+        assert torch.allclose(p.mean(0), torch.zeros(8), atol=1e-4)
+    # the cross-covariance is diagonal: canonical correlations, sorted, in [0, 1]
+    cross = pa.T @ ps / (len(pa) - 1)
+    d = cross.diagonal()
+    assert torch.allclose(cross, torch.diag(d), atol=1e-3)
+    assert (d[:-1] >= d[1:] - 1e-5).all() and d.max() <= 1 + 1e-4
+    # fit() + eval gives the same projection as the batch computation
+    cca.fit(a, s)
+    cca.eval()
+    qa, qs = cca(a, s)
+    assert torch.allclose(qa.abs(), pa.abs(), atol=1e-4)
+    assert torch.allclose(cca.project_audio(a), qa, atol=1e-5)
+
+
+def test_ranking_loss():
+    e = torch.nn.functional.normalize(torch.randn(10, 32), dim=1)
+    assert ranking_loss(e, e, margin=0.0) == 0  # identical partners, non-negative margin slack
+    far = torch.nn.functional.normalize(torch.randn(10, 32), dim=1)
+    assert ranking_loss(e, far) > ranking_loss(e, e)
+    assert ranking_loss(e, far, symmetric=True) > 0
+
+
+@pytest.mark.parametrize("name", ["bl1", "bl2", "bl2_att84", "bl2_att168"])
+def test_configs_build_and_embed(name):
+    cfg = load_config(name)
+    cfg.channels = SMALL["channels"]
+    m = SnippetModel(cfg).eval()
+    s = torch.rand(3, 1, *cfg.sheet_shape)
+    a = torch.rand(3, 1, cfg.audio_bins, cfg.context)
+    es, ea = m.embed_sheet(s), m.embed_audio(a)
+    assert es.shape == ea.shape == (3, 32)
+    assert torch.allclose(es.norm(dim=1), torch.ones(3), atol=1e-5)
+    f = m.for_inference()
+    assert torch.allclose(f.embed_audio(a), ea, atol=1e-4)
+    assert torch.allclose(f.embed_sheet(s), es, atol=1e-4)
+
+
+def test_unknown_config():
+    with pytest.raises(ValueError, match="unknown model config 'nope'"):
+        load_config("nope")
+    with pytest.raises(ValueError, match="unknown model config fields: colour"):
+        ModelConfig.from_dict({"colour": 1})
+
+
+def _trained_like(cfg):
+    torch.manual_seed(1)
+    m = SnippetModel(cfg).train()
+    for _ in range(3):  # move batch-norm and CCA running statistics away from their defaults
+        m(torch.rand(20, 1, *cfg.sheet_shape), torch.rand(20, 1, cfg.audio_bins, cfg.context))
+    return m.eval()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    cfg = ModelConfig(name="t", **SMALL)
+    m = _trained_like(cfg)
+    path = save_checkpoint(m, tmp_path / "m.safetensors", {"samples": 123})
+    again = load_model(path)
+    s, a = torch.rand(4, 1, 80, 100), torch.rand(4, 1, 92, 42)
+    assert torch.equal(m.embed_sheet(s), again.embed_sheet(s))
+    assert torch.equal(m.embed_audio(a), again.embed_audio(a))
+    cfg2, _, extra = read_checkpoint(path)
+    assert cfg2 == cfg and extra == {"samples": 123}
+    assert not (tmp_path / "m.safetensors.tmp").exists()
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    path = save_checkpoint(SnippetModel(ModelConfig(name="t", **SMALL)), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: checkpoint config 't' does not match "
+                                              r"the requested 'bl2' \(differs in name, channels\)"):
+        load_checkpoint(path, load_config("bl2"))
+    # an encoder of another shape cannot initialise a pathway
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: weights do not match the model config "
+                                              r"\(audio_net\.features"):
+        load_encoder(SnippetModel(load_config("bl2")), path, "audio")
+    # a file whose weights were edited to disagree with its config
+    from safetensors.torch import save_file
+
+    _, state, _ = read_checkpoint(path)
+    state["sheet_net.dense.weight"] = torch.zeros(3, 3)
+    save_file(state, str(tmp_path / "bad.safetensors"),
+              metadata={"config": json.dumps(ModelConfig(name="t", **SMALL).to_dict())})
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: weights do not match .*"
+                                              r"sheet_net\.dense\.weight: checkpoint \(3, 3\)"):
+        load_model(tmp_path / "bad.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.safetensors: not a readable safetensors"):
+        load_model(tmp_path / "junk.safetensors")
+    with pytest.raises(CheckpointError, match="no-such-model: not a run folder"):
+        load_model("no-such-model")
+
+
+def test_encoder_initialisation(tmp_path):
+    src = _trained_like(ModelConfig(name="t", **SMALL))
+    path = save_checkpoint(src, tmp_path / "enc.safetensors")
+    dst = SnippetModel(ModelConfig(name="u", **SMALL))
+    load_encoder(dst, path, "sheet")
+    assert torch.equal(dst.sheet_net.dense.weight, src.sheet_net.dense.weight)
+    assert not torch.equal(dst.audio_net.dense.weight, src.audio_net.dense.weight)
