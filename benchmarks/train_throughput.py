@@ -4,7 +4,8 @@ Measures, in one run and on the same random batches:
   * plain: fp32, NCHW (the naive PyTorch step);
   * project: the step `audiosheet train` uses (channels-last + bf16 autocast);
   * project + loading: the same with batches drawn and augmented from a corpus (``--corpus``);
-  * inference: audio and sheet snippets embedded per second.
+  * inference: audio and sheet snippets embedded per second (audiosheet.embed.Embedder, and the
+    eager model for comparison).
 
     python benchmarks/train_throughput.py --config bl2 [--corpus DIR] [--steps 20]
 """
@@ -75,16 +76,20 @@ def main() -> None:
         res["project_with_loading_pairs_s"] = rate(
             lambda: train_step(m, opt, *sampler(next(k), a.batch), True, True), a.steps, a.warmup, a.batch)
 
-    m.eval()
-    big = 500
-    s_in = torch.rand(big, 1, h, w).contiguous(memory_format=torch.channels_last)
-    a_in = torch.rand(big, 1, cfg.audio_bins, cfg.context).contiguous(memory_format=torch.channels_last)
+    from audiosheet.embed import Embedder
 
-    def inf(fn, x):
-        with torch.no_grad(), _autocast(True):
-            fn(x)
-    res["inference_audio_per_s"] = rate(lambda: inf(m.embed_audio, a_in), max(a.steps // 4, 3), 1, big)
-    res["inference_sheet_per_s"] = rate(lambda: inf(m.embed_sheet, s_in), max(a.steps // 4, 3), 1, big)
+    n = 1000
+    s_in = torch.rand(n, 1, h, w)
+    a_in = torch.rand(n, 1, cfg.audio_bins, cfg.context)
+    m.eval()
+    with torch.no_grad(), _autocast(True):  # the eager model, for comparison
+        res["inference_eager_audio_per_s"] = rate(lambda: m.embed_audio(
+            a_in[:100].contiguous(memory_format=torch.channels_last)), 10, 1, 100)
+        res["inference_eager_sheet_per_s"] = rate(lambda: m.embed_sheet(
+            s_in[:100].contiguous(memory_format=torch.channels_last)), 10, 1, 100)
+    emb = Embedder(m)
+    res["inference_audio_per_s"] = rate(lambda: emb.audio(a_in), 2, 1, n)
+    res["inference_sheet_per_s"] = rate(lambda: emb.sheet(s_in), 2, 1, n)
     if a.json:
         print(json.dumps(res))
     else:

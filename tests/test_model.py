@@ -155,3 +155,23 @@ def test_encoder_initialisation(tmp_path):
     load_encoder(dst, path, "sheet")
     assert torch.equal(dst.sheet_net.dense.weight, src.sheet_net.dense.weight)
     assert not torch.equal(dst.audio_net.dense.weight, src.audio_net.dense.weight)
+
+
+@pytest.mark.parametrize("name", ["bl2", "bl2_att84"])
+def test_embedder_matches_model(name):
+    from audiosheet.embed import Embedder
+
+    cfg = load_config(name)
+    m = _trained_like(cfg)
+    torch.manual_seed(2)
+    s = torch.rand(7, 1, 80, 100)
+    a = torch.rand(7, 92, cfg.context)  # without the channel axis: accepted too
+    emb = Embedder(m, batch=4)
+    es, ea = emb.sheet(s), emb.audio(a)
+    assert es.shape == ea.shape == (7, 32) and es.dtype == np.float32
+    with torch.no_grad():
+        ref_s, ref_a = m.embed_sheet(s).numpy(), m.embed_audio(a[:, None]).numpy()
+    # bf16 convolutions: the same direction up to a small angle
+    assert (np.sum(es * ref_s, 1) > 0.99).all() and (np.sum(ea * ref_a, 1) > 0.99).all()
+    with pytest.raises(ValueError, match="snippets of shape"):
+        emb.sheet(torch.rand(2, 1, 40, 100))

@@ -14,7 +14,7 @@ from audiosheet.snippets import SnippetPairs
 from audiosheet.train import PairSampler, TrainConfig, TrainError, evaluation_pairs, train, warp_sheets
 
 TINY = TrainConfig(batch=40, epoch_samples=200, val_split="test", val_pairs=64, cca_pairs=200,
-                   max_samples=1400, patience=100, lr=1e-3)
+                   max_samples=1400, patience=100, lr=1e-3, snapshot_every=600)
 TINY_MODEL = ModelConfig(name="tiny", channels=[8, 8, 16, 16], embed_dim=8)
 
 
@@ -62,7 +62,8 @@ def test_tiny_training_lowers_loss_and_resumes(corpus, tmp_path):
     assert len(rows) == 7 and summary["samples"] == 1400
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
     assert last < 0.8 * first, (first, last)
-    for f in ("best.safetensors", "last.safetensors", "state.pt", "config.json", "summary.json"):
+    for f in ("best.safetensors", "last.safetensors", "state.pt", "config.json", "summary.json",
+              "best@600.safetensors", "best@1200.safetensors"):
         assert (out / f).is_file()
     with pytest.raises(TrainError, match="a run already exists here"):
         train(corpus, out, TINY_MODEL, TINY, progress=False, log=lambda *_: None)

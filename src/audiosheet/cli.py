@@ -64,7 +64,7 @@ def _train(a) -> int:
     from .train import TrainConfig, train
 
     overrides = {k: getattr(a, k) for k in ("lr", "epoch_samples", "patience", "refinements", "seed",
-                                             "threads", "val_pairs", "cca_pairs", "batch")
+                                             "threads", "val_pairs", "cca_pairs", "batch", "snapshot_every")
                  if getattr(a, k) is not None}
     if a.max_samples is not None:
         overrides["max_samples"] = a.max_samples
@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-pairs", type=int, default=None)
     t.add_argument("--cca-pairs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--snapshot-every", type=int, default=None,
+                   help="also keep the best model so far (CCA re-estimated) every N samples")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)

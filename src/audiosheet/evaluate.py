@@ -39,9 +39,12 @@ def retrieval_metrics(sim: torch.Tensor | np.ndarray) -> dict:
 def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int = 2000, seed: int = 0,
                       progress: bool = False) -> dict:
     """Snippet retrieval metrics of ``model`` (a SnippetModel or a MODEL name) on a corpus split."""
+    from tqdm import tqdm
+
+    from .embed import Embedder
     from .model import load_model
     from .snippets import SnippetPairs
-    from .train import embed_pairs, evaluation_pairs
+    from .train import evaluation_pairs
 
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
@@ -50,7 +53,13 @@ def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int
         raise ValueError(f"{corpus}: split '{split}' has fewer than 2 pairs")
     idx = evaluation_pairs(data, pairs, seed=seed)
     t0 = time.perf_counter()
-    es, ea = embed_pairs(model.to(memory_format=torch.channels_last), data, idx, progress=progress)
+    emb = Embedder(model)
+    es, ea = [], []
+    for i in tqdm(range(0, len(idx), 1000), disable=not progress, desc="embed", unit="k pairs"):
+        s, a = data.batch(idx[i:i + 1000])
+        es.append(emb.sheet(s))
+        ea.append(emb.audio(a))
+    es, ea = torch.from_numpy(np.concatenate(es)), torch.from_numpy(np.concatenate(ea))
     out = retrieval_metrics(ea @ es.T)
     out.update(split=split, pieces=len(data.pieces), seed=seed, model=model.config.name,
                embed_s=round(time.perf_counter() - t0, 2))

@@ -39,6 +39,7 @@ class TrainConfig:
     val_split: str = "valid"  # corpus split used for validation
     val_pairs: int = 1000  # validation pool (pairs sampled evenly over the validation pieces)
     cca_pairs: int = 25_000  # training pairs for the CCA re-estimation after training
+    snapshot_every: int = 0  # also keep the best model so far every N samples (``best@N``)
     system_shift: float = 2.5  # vertical shift of the sheet window, ± px of the 80 × 100 input
     scale: tuple = (0.95, 1.05)  # sheet scale range
     onset_shift: int = 1  # ± frames of the audio window centre
@@ -193,6 +194,14 @@ def _atomic_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def _copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
 class TrainError(ValueError):
     """A training run that cannot start; the message names the path and the reason."""
 
@@ -290,6 +299,35 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
                     "optimizer": opt.state_dict(), "schedule": st}, tmp)
         tmp.replace(state_path)
 
+    def finalise(src: Path, dst: Path) -> None:
+        """Best weights of ``src`` with CCA statistics re-estimated on ``cca_pairs`` training pairs,
+        written to ``dst`` if that does not lower the validation MRR."""
+        m = SnippetModel(model_cfg)
+        _, best, extra = read_checkpoint(src)
+        _load_state(m, best, src)
+        m = m.to(memory_format=mf)
+        if m.cca is None or not train_cfg.cca_pairs:
+            if src != dst:
+                _copy(src, dst)
+            return
+        idx = np.random.default_rng([train_cfg.seed, 99]).integers(0, len(data), size=train_cfg.cca_pairs)
+        es, ea = embed_pairs(m, data, np.sort(idx), raw=True, bf16=train_cfg.bf16,
+                             channels_last=train_cfg.channels_last, progress=progress)
+        before = extra.get("val_MRR", -1.0)
+        m.cca.fit(ea, es)
+        es, ea = embed_pairs(m, val, val_idx, bf16=train_cfg.bf16, channels_last=train_cfg.channels_last)
+        v = retrieval_metrics(ea @ es.T)
+        after = 0.5 * (v["a2s"]["MRR"] + v["s2a"]["MRR"])
+        log(f"CCA re-estimated on {train_cfg.cca_pairs:,} training pairs: val MRR a2s "
+            f"{v['a2s']['MRR']:.3f} s2a {v['s2a']['MRR']:.3f} (before {before:.3f})")
+        if after < before:
+            log("re-estimated CCA is worse on validation; keeping the running statistics")
+            if src != dst:
+                _copy(src, dst)
+            return
+        extra.update(cca_pairs=train_cfg.cca_pairs, val_MRR_before_cca_fit=before, val_MRR=after)
+        save_checkpoint(m, dst, extra)
+
     meta = lambda: {"samples": st["samples"], "epoch": st["epoch"], "val_MRR": st["best_mrr"]}  # noqa: E731
     steps_per_epoch = math.ceil(train_cfg.epoch_samples / train_cfg.batch)
     while not st["done"]:
@@ -342,25 +380,10 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
             st.update(done=True, stopped_by="budget")
         save_checkpoint(model, out / "last.safetensors", meta())
         save_state()
+        if train_cfg.snapshot_every and st["samples"] % train_cfg.snapshot_every == 0:
+            finalise(out / "best.safetensors", out / f"best@{st['samples']}.safetensors")
 
-    # final: best weights, CCA statistics re-estimated on many training pairs
-    model = SnippetModel(model_cfg)
-    _, best, extra = read_checkpoint(out / "best.safetensors")
-    _load_state(model, best, out / "best.safetensors")
-    model = model.to(memory_format=mf)
-    if model.cca is not None and train_cfg.cca_pairs:
-        idx = np.random.default_rng([train_cfg.seed, 99]).integers(0, len(data), size=train_cfg.cca_pairs)
-        es, ea = embed_pairs(model, data, np.sort(idx), raw=True, bf16=train_cfg.bf16,
-                             channels_last=train_cfg.channels_last, progress=progress)
-        model.cca.fit(ea, es)
-        v = validate()
-        extra.update(val_MRR_after_cca_fit={"a2s": v["a2s"], "s2a": v["s2a"]})
-        log(f"CCA re-estimated on {train_cfg.cca_pairs:,} training pairs: val MRR a2s {v['a2s']:.3f} "
-            f"s2a {v['s2a']:.3f}")
-        if 0.5 * (v["a2s"] + v["s2a"]) < st["best_mrr"]:
-            log("re-estimated CCA is worse on validation; keeping the running statistics")
-        else:
-            save_checkpoint(model, out / "best.safetensors", {**extra, "cca_pairs": train_cfg.cca_pairs})
+    finalise(out / "best.safetensors", out / "best.safetensors")
     summary = {"run": str(out), "epochs": st["epoch"], "samples": st["samples"],
                "best_epoch": st["best_epoch"], "val_MRR": st["best_mrr"], "wall_s": round(st["wall_s"], 1),
                "refinements": st["refinements"], "stopped_by": st.get("stopped_by")}
