@@ -62,7 +62,7 @@ def test_tiny_training_lowers_loss_and_resumes(corpus, tmp_path):
     assert len(rows) == 7 and summary["samples"] == 1400
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
     assert last < 0.8 * first, (first, last)
-    for f in ("best.safetensors", "last.safetensors", "state.pt", "config.json", "summary.json",
+    for f in ("best.safetensors", "train_best.safetensors", "last.safetensors", "state.pt", "config.json", "summary.json",
               "best@600.safetensors", "best@1200.safetensors"):
         assert (out / f).is_file()
     with pytest.raises(TrainError, match="a run already exists here"):
@@ -79,7 +79,8 @@ def test_tiny_training_lowers_loss_and_resumes(corpus, tmp_path):
     assert res["pairs"] == 50 and set(res["a2s"]) >= {"R@1", "R@5", "R@10", "R@25", "MRR", "MR"}
     rnd = sum(1 / r for r in range(1, 51)) / 50  # MRR of a random ranking of 50
     assert res["a2s"]["MRR"] > rnd and res["s2a"]["MRR"] > rnd
-    assert load_model(out).config == TINY_MODEL
+    cfg = load_model(out).config  # the fitted CCA is kept only where it helps on validation
+    assert cfg.name == "tiny" and cfg.channels == TINY_MODEL.channels
 
 
 def test_train_errors(corpus, tmp_path, capsys):

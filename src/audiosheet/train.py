@@ -5,9 +5,10 @@ Reference recipe (Dorfer et al. 2018): Adam 2e-3 with L2 1e-5, batches of 100 pa
 the learning rate (up to 5 times) from the best weights. Augmentation: system shift, sheet scale and
 onset shift here; several SoundFonts and tempi come from the corpus's performances.
 
-A run folder holds ``config.json`` (model and training settings), ``last.safetensors`` and
-``best.safetensors`` (weights with their config), ``state.pt`` (optimizer and schedule, for
-``--resume``) and ``log.csv`` (one row per epoch). Every file is replaced atomically.
+A run folder holds ``config.json`` (model and training settings), ``last.safetensors`` (the latest
+weights), ``train_best.safetensors`` (the best weights by validation MRR), ``best.safetensors`` (those
+with the CCA statistics fitted on many training pairs: the run's model), ``state.pt`` (optimizer and
+schedule, for ``--resume``) and ``log.csv`` (one row per epoch). Every file is replaced atomically.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import (CheckpointError, ModelConfig, SnippetModel, load_encoder, ranking_loss,
-                    read_checkpoint, save_checkpoint, _load_state)
+from .model import (ModelConfig, SnippetModel, load_encoder, ranking_loss, read_checkpoint,
+                    save_checkpoint, without_cca, _load_state)
 from .snippets import SHEET_H, SHEET_W, STRIP_HEIGHT, SnippetPairs, _window
 
 
@@ -287,8 +288,13 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         with log_path.open("w", newline="") as f:
             csv.writer(f).writerow(columns)
 
+    plain = model_cfg.cca and not model_cfg.cca_train  # CCA fitted after training: rank plain embeddings
+
     def validate() -> dict:
-        es, ea = embed_pairs(model, val, val_idx, bf16=train_cfg.bf16, channels_last=train_cfg.channels_last)
+        es, ea = embed_pairs(model, val, val_idx, raw=plain, bf16=train_cfg.bf16,
+                             channels_last=train_cfg.channels_last)
+        if plain:
+            es, ea = F.normalize(es, dim=1), F.normalize(ea, dim=1)
         m = retrieval_metrics(ea @ es.T)
         vl = float(ranking_loss(es[:train_cfg.batch], ea[:train_cfg.batch], model_cfg.margin))
         return {"a2s": m["a2s"]["MRR"], "s2a": m["s2a"]["MRR"], "loss": vl}
@@ -307,8 +313,7 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         _load_state(m, best, src)
         m = m.to(memory_format=mf)
         if m.cca is None or not train_cfg.cca_pairs:
-            if src != dst:
-                _copy(src, dst)
+            _copy(src, dst)
             return
         idx = np.random.default_rng([train_cfg.seed, 99]).integers(0, len(data), size=train_cfg.cca_pairs)
         es, ea = embed_pairs(m, data, np.sort(idx), raw=True, bf16=train_cfg.bf16,
@@ -318,12 +323,16 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         es, ea = embed_pairs(m, val, val_idx, bf16=train_cfg.bf16, channels_last=train_cfg.channels_last)
         v = retrieval_metrics(ea @ es.T)
         after = 0.5 * (v["a2s"]["MRR"] + v["s2a"]["MRR"])
-        log(f"CCA re-estimated on {train_cfg.cca_pairs:,} training pairs: val MRR a2s "
+        log(f"CCA fitted on {train_cfg.cca_pairs:,} training pairs: val MRR a2s "
             f"{v['a2s']['MRR']:.3f} s2a {v['s2a']['MRR']:.3f} (before {before:.3f})")
         if after < before:
-            log("re-estimated CCA is worse on validation; keeping the running statistics")
-            if src != dst:
+            if model_cfg.cca_train:
+                log("the fitted CCA is worse on validation; keeping the running statistics")
                 _copy(src, dst)
+            else:
+                log("the fitted CCA is worse on validation; the model is kept without it")
+                extra.update(cca_dropped=True)
+                save_checkpoint(without_cca(m), dst, extra)
             return
         extra.update(cca_pairs=train_cfg.cca_pairs, val_MRR_before_cca_fit=before, val_MRR=after)
         save_checkpoint(m, dst, extra)
@@ -352,7 +361,7 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         improved = mrr > st["best_mrr"]
         if improved:
             st.update(best_mrr=mrr, best_epoch=st["epoch"], bad_epochs=0)
-            save_checkpoint(model, out / "best.safetensors", meta())
+            save_checkpoint(model, out / "train_best.safetensors", meta())
         else:
             st["bad_epochs"] += 1
         row = [st["epoch"], st["samples"], f"{st['lr']:.3g}", f"{np.mean(losses):.5f}", f"{v['loss']:.5f}",
@@ -371,8 +380,8 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
                 st["refinements"] += 1
                 st["lr"] /= 2
                 st["bad_epochs"] = 0
-                _, best, _ = read_checkpoint(out / "best.safetensors")
-                _load_state(model, best, out / "best.safetensors")
+                _, best, _ = read_checkpoint(out / "train_best.safetensors")
+                _load_state(model, best, out / "train_best.safetensors")
                 for g in opt.param_groups:
                     g["lr"] = st["lr"]
                 log(f"no gain for {train_cfg.patience} epochs: refinement {st['refinements']}, lr {st['lr']:.2g}")
@@ -381,9 +390,9 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         save_checkpoint(model, out / "last.safetensors", meta())
         save_state()
         if train_cfg.snapshot_every and st["samples"] % train_cfg.snapshot_every == 0:
-            finalise(out / "best.safetensors", out / f"best@{st['samples']}.safetensors")
+            finalise(out / "train_best.safetensors", out / f"best@{st['samples']}.safetensors")
 
-    finalise(out / "best.safetensors", out / "best.safetensors")
+    finalise(out / "train_best.safetensors", out / "best.safetensors")
     summary = {"run": str(out), "epochs": st["epoch"], "samples": st["samples"],
                "best_epoch": st["best_epoch"], "val_MRR": st["best_mrr"], "wall_s": round(st["wall_s"], 1),
                "refinements": st["refinements"], "stopped_by": st.get("stopped_by")}

@@ -1,0 +1,78 @@
+"""Copy a trained checkpoint into the package as a shipped model, with its JSON card.
+
+    python scripts/ship_model.py --run runs/ship-att84 --corpus CORPUS --name snippet-bl2-att84
+        [--checkpoint runs/ship-att84/best.safetensors]
+
+The card records the model config, the corpus (seed, pieces, pairs), samples seen, training wall
+time, and test metrics measured here (2,000- and 10,000-pair pools, both directions).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from audiosheet.corpus import Corpus
+from audiosheet.evaluate import evaluate_snippets
+from audiosheet.model import load_checkpoint, read_checkpoint, save_checkpoint
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "audiosheet" / "pretrained"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run folder of `audiosheet train`")
+    ap.add_argument("--checkpoint", default=None, help="checkpoint in the run (default best.safetensors)")
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--seed", type=int, default=0, help="evaluation sampling seed")
+    a = ap.parse_args()
+    run = Path(a.run)
+    ckpt = Path(a.checkpoint) if a.checkpoint else run / "best.safetensors"
+    cfg, _, extra = read_checkpoint(ckpt)
+    model = load_checkpoint(ckpt)
+    train = json.loads((run / "config.json").read_text())
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    upto = [r for r in rows if int(r["samples"]) <= int(extra.get("samples", 0))]
+    wall = float(upto[-1]["wall_s"]) if upto else None
+    corpus = Corpus(a.corpus)
+    metrics = {}
+    for pool in (2000, 10000):
+        r = evaluate_snippets(a.corpus, model, split="test", pairs=pool, seed=a.seed, progress=True)
+        metrics[str(pool)] = {"a2s": r["a2s"], "s2a": r["s2a"], "pairs": r["pairs"], "pieces": r["pieces"]}
+        print(pool, json.dumps(metrics[str(pool)]))
+    card = {
+        "name": a.name,
+        "kind": "snippet",
+        "config": cfg.to_dict(),
+        "training": {k: train["train"][k] for k in ("lr", "weight_decay", "batch", "epoch_samples", "patience",
+                                                     "refinements", "max_samples", "cca_pairs", "seed")},
+        "samples_seen": int(extra.get("samples", 0)),
+        "epoch": int(extra.get("epoch", 0)),
+        "train_wall_s": wall,
+        "val_MRR": extra.get("val_MRR"),
+        "cca_reestimated_on": extra.get("cca_pairs"),
+        "corpus": {"seed": corpus.manifest.get("seed"), "source": corpus.manifest.get("source"),
+                   "pieces": {s: len(corpus.split(s)) for s in ("train", "valid", "test")},
+                   "options": corpus.manifest.get("options"),
+                   "test_only": corpus.manifest.get("test_only_combination"),
+                   "build": "audiosheet corpus build --source music21 --out CORPUS --workers 2"},
+        "test_metrics": metrics["2000"],
+        "test_metrics_10000": metrics["10000"],
+        "command": f"audiosheet train --corpus CORPUS --config {cfg.name} --out {run.name} "
+                   + " ".join(f"--{k.replace('_', '-')} {train['train'][k]}"
+                              for k in ("patience", "max_samples", "snapshot_every") if train["train"].get(k)),
+        "evaluate": f"audiosheet evaluate snippets --corpus CORPUS --split test --model {a.name} --pairs 2000",
+    }
+    PRETRAINED.mkdir(exist_ok=True)
+    save_checkpoint(model, PRETRAINED / f"{a.name}.safetensors", {"samples": card["samples_seen"]})
+    (PRETRAINED / f"{a.name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {PRETRAINED / a.name}.safetensors and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

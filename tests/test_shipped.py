@@ -1,0 +1,50 @@
+"""The shipped model: listed, loads from inside the package with no network, embeds snippets."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from audiosheet.cli import main
+from audiosheet.model import load_model, resolve_model, shipped_models
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_a_model_is_shipped_with_its_card():
+    cards = shipped_models()
+    assert cards, "no model in src/audiosheet/pretrained"
+    for card in cards:
+        for key in ("name", "config", "corpus", "samples_seen", "train_wall_s", "test_metrics", "command"):
+            assert key in card, f"{card['name']}: card lacks {key}"
+        for d in ("a2s", "s2a"):
+            assert set(card["test_metrics"][d]) >= {"R@1", "R@5", "R@10", "R@25", "MRR", "MR"}
+        assert card["samples_seen"] > 0
+        path = resolve_model(card["name"])
+        assert path.stat().st_size < 20e6
+
+
+def test_shipped_model_embeds_without_download(no_network, capsys):
+    from audiosheet.embed import Embedder
+
+    name = shipped_models()[0]["name"]
+    model = load_model(name)
+    cfg = model.config
+    rng = np.random.default_rng(0)
+    emb = Embedder(model, batch=8)
+    a = emb.audio(rng.random((3, cfg.audio_bins, cfg.context), dtype=np.float32))
+    s = emb.sheet(rng.random((3, *cfg.sheet_shape), dtype=np.float32))
+    assert a.shape == s.shape == (3, cfg.embed_dim)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert name in [c["name"] for c in listed]
