@@ -31,7 +31,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/spectrogram_speed.py
 	$(BIN)/python benchmarks/snippet_extraction.py
-	$(BIN)/python benchmarks/corpus_build.py --limit 40
+	$(BIN)/python benchmarks/corpus_build.py --limit 40 --out bench_out/corpus40
+	$(BIN)/python benchmarks/train_throughput.py --config bl2 --corpus bench_out/corpus40
+	$(BIN)/python benchmarks/train_throughput.py --config bl2_att84 --corpus bench_out/corpus40
 
 clean:
-	rm -rf $(VENV) $(DEMO)
+	rm -rf $(VENV) $(DEMO) bench_out
