@@ -71,6 +71,39 @@ def test_cca_whitens_a_batch():
     assert torch.allclose(cca.project_audio(a), qa, atol=1e-5)
 
 
+def test_cca_power_scales_canonical_dimensions_by_their_correlation():
+    torch.manual_seed(0)
+    z = torch.randn(2000, 6)
+    a = z @ torch.randn(6, 6) + torch.randn(2000, 6) * torch.tensor([0.1, 0.3, 1, 2, 4, 8])
+    s = z @ torch.randn(6, 6)
+    cca = CCALayer(6, eps=1e-6)
+    cca.fit(a, s)
+    cca.eval()
+    rho = (cca(a, s)[0] * cca(a, s)[1]).sum(0) / (len(a) - 1)  # canonical correlations, descending
+    assert (rho[:-1] >= rho[1:]).all() and rho[0] > 0.9 and rho[-1] < 0.5
+    cca.power = 2.0
+    pa, ps = cca(a, s)
+    var = pa.var(0)  # whitened dimension i scaled by rho_i^2: variance rho_i^4
+    assert torch.allclose(var, rho ** 4, rtol=1e-3, atol=1e-4)
+    assert torch.allclose(pa.T @ ps / (len(a) - 1), torch.diag(rho ** 5), atol=1e-3)
+
+
+def test_fit_cca_chooses_on_validation(corpus, tmp_path):
+    from audiosheet.model import read_checkpoint, save_checkpoint
+    from audiosheet.snippets import SnippetPairs
+    from audiosheet.train import TrainConfig, evaluation_pairs, fit_cca
+
+    torch.manual_seed(0)
+    src = save_checkpoint(SnippetModel(load_config("bl2")), tmp_path / "m.safetensors", {"samples": 1})
+    data, val = SnippetPairs(corpus, "train"), SnippetPairs(corpus, "train")
+    scores = fit_cca(src, tmp_path / "out.safetensors", data, val, evaluation_pairs(val, 40), TrainConfig(cca_pairs=200))
+    assert set(scores) == {"none", "0", "1", "2", "4"}
+    cfg, _, extra = read_checkpoint(tmp_path / "out.safetensors")
+    best = max(scores, key=scores.get)
+    assert extra["val_MRR"] == scores[best]
+    assert cfg.cca == (best != "none") and (best == "none" or cfg.cca_power == float(best))
+
+
 def test_ranking_loss():
     e = torch.nn.functional.normalize(torch.randn(10, 32), dim=1)
     assert ranking_loss(e, e, margin=0.0) == 0  # identical partners, non-negative margin slack

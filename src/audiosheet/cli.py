@@ -77,6 +77,26 @@ def _train(a) -> int:
     return 0
 
 
+def _fit_cca(a) -> int:
+    from pathlib import Path
+
+    from .model import read_checkpoint, resolve_model
+    from .snippets import SnippetPairs
+    from .train import TrainConfig, evaluation_pairs, fit_cca
+
+    src = resolve_model(a.model)
+    cfg, _, _ = read_checkpoint(src)
+    tc = TrainConfig(cca_pairs=a.cca_pairs, seed=a.seed)
+    data = SnippetPairs(a.corpus, "train", context=cfg.context)
+    val = SnippetPairs(a.corpus, tc.val_split, context=cfg.context)
+    if len(data) == 0 or len(val) == 0:
+        raise ValueError(f"{a.corpus}: the corpus needs pairs in its train and {tc.val_split} splits")
+    scores = fit_cca(src, Path(a.out), data, val, evaluation_pairs(val, tc.val_pairs, seed=tc.seed), tc,
+                     progress=not a.quiet)
+    print(json.dumps({"model": str(src), "out": a.out, "val_MRR_by_cca": scores}))
+    return 0
+
+
 def _evaluate_snippets(a) -> int:
     from .evaluate import evaluate_snippets
 
@@ -179,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    f = sub.add_parser("fit-cca", help="fit a model's CCA statistics on training pairs after training "
+                       "(choosing the canonical-correlation weighting on validation)")
+    f.add_argument("--corpus", required=True)
+    f.add_argument("--model", required=True, help="checkpoint file, run folder or shipped model name")
+    f.add_argument("--out", required=True, help="checkpoint file to write")
+    f.add_argument("--cca-pairs", type=int, default=25_000)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=_fit_cca)
 
     e = sub.add_parser("evaluate", help="evaluate a model on a corpus split")
     es = e.add_subparsers(dest="evaluate_command", required=True)

@@ -29,6 +29,9 @@ class ModelConfig:
     # fitted after training (kept only if they help on validation) — learns several times faster here
     cca_eps: float = 1e-3  # CCA covariance regularisation
     cca_momentum: float = 0.05  # running-statistics momentum during training
+    cca_power: float = 0.0  # canonical dimensions scaled by (canonical correlation)^p: 0 = plain
+    # whitened CCA (reference); p > 0 lowers the weight of weakly correlated dimensions in the cosine
+    # similarity (chosen on validation when the statistics are fitted after training)
     sheet_shape: list = field(default_factory=lambda: [80, 100])  # sheet snippet (H, W)
     audio_bins: int = 92  # spectrogram bins
     margin: float = 0.7  # ranking-loss margin
@@ -119,9 +122,9 @@ class CCALayer(nn.Module):
     (or from ``fit`` on many pairs after training).
     """
 
-    def __init__(self, dim: int, eps: float = 1e-3, momentum: float = 0.05):
+    def __init__(self, dim: int, eps: float = 1e-3, momentum: float = 0.05, power: float = 0.0):
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.eps, self.momentum, self.power = eps, momentum, float(power)
         self.register_buffer("mean_a", torch.zeros(dim))
         self.register_buffer("mean_s", torch.zeros(dim))
         self.register_buffer("cov_aa", torch.eye(dim))
@@ -136,7 +139,10 @@ class CCALayer(nn.Module):
     def projections(self, mean_a, mean_s, cov_aa, cov_ss, cov_as):
         eye = torch.eye(cov_aa.shape[0], dtype=cov_aa.dtype, device=cov_aa.device)
         wa, ws = self._inv_sqrt(cov_aa + self.eps * eye), self._inv_sqrt(cov_ss + self.eps * eye)
-        u, _, vh = torch.linalg.svd(wa @ cov_as @ ws)
+        u, rho, vh = torch.linalg.svd(wa @ cov_as @ ws)  # rho: canonical correlations, descending
+        if self.power:
+            w = rho.clamp_min(0) ** self.power
+            return (wa @ u) * w, (ws @ vh.T) * w
         return wa @ u, ws @ vh.T
 
     @staticmethod
@@ -188,7 +194,7 @@ class SnippetModel(nn.Module):
         self.sheet_net = Pathway(tuple(cfg.sheet_shape), cfg)
         self.audio_net = Pathway((cfg.audio_bins, cfg.context), cfg)
         self.attention = FrameAttention(cfg) if cfg.attention else None
-        self.cca = CCALayer(cfg.embed_dim, cfg.cca_eps, cfg.cca_momentum) if cfg.cca else None
+        self.cca = CCALayer(cfg.embed_dim, cfg.cca_eps, cfg.cca_momentum, cfg.cca_power) if cfg.cca else None
 
     def _audio_raw(self, audio: torch.Tensor) -> torch.Tensor:
         if self.attention is not None:

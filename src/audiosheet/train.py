@@ -203,6 +203,69 @@ def _copy(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
+CCA_POWERS = (0.0, 1.0, 2.0, 4.0)  # canonical-correlation weightings tried after training
+
+
+def fit_cca(src: Path, dst: Path, data: SnippetPairs, val: SnippetPairs, val_idx: np.ndarray,
+            train_cfg: TrainConfig, powers=CCA_POWERS, log=print, progress: bool = False) -> dict:
+    """Fit the CCA statistics of checkpoint ``src`` on ``train_cfg.cca_pairs`` pairs of ``data`` and
+    write the best of {no CCA, CCA with each weighting power} by validation MRR to ``dst``.
+
+    Plain (whitened) CCA gives every canonical dimension the same weight in the cosine similarity,
+    also the weakly correlated ones, which can lower retrieval quality after ranking-loss training;
+    scaling dimension i by rho_i^p (Gong et al. 2014) keeps the correlated ones in front. ``src``
+    may hold a model without a CCA layer (its pathways are used). Returns the validation MRRs."""
+    from dataclasses import replace
+
+    from .evaluate import retrieval_metrics
+
+    src, dst = Path(src), Path(dst)
+    cfg, state, extra = read_checkpoint(src)
+    if not (cfg.cca or extra.get("cca_dropped")) or not train_cfg.cca_pairs:  # a model made without CCA
+        _copy(src, dst)
+        return {}
+    mf = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+    m = SnippetModel(replace(cfg, cca=True))
+    own = m.state_dict()
+    had_cca = any(k.startswith("cca.") for k in state)  # statistics kept during training (cca_train)
+    state = {**{k: v for k, v in own.items() if k.startswith("cca.") and v.is_floating_point()}, **state}
+    _load_state(m, state, src)
+    m = m.to(memory_format=mf).eval()
+    idx = np.random.default_rng([train_cfg.seed, 99]).integers(0, len(data), size=train_cfg.cca_pairs)
+    ts, ta = embed_pairs(m, data, np.sort(idx), raw=True, bf16=train_cfg.bf16,
+                         channels_last=train_cfg.channels_last, progress=progress)
+    vs, va = embed_pairs(m, val, val_idx, raw=True, bf16=train_cfg.bf16, channels_last=train_cfg.channels_last)
+
+    def mrr(a, s) -> float:
+        r = retrieval_metrics(F.normalize(a, dim=1) @ F.normalize(s, dim=1).T)
+        return 0.5 * (r["a2s"]["MRR"] + r["s2a"]["MRR"])
+
+    scores = {"none": mrr(va, vs)}
+    if had_cca and cfg.cca_train:
+        scores["running"] = mrr(m.cca.project_audio(va), m.cca.project_sheet(vs))
+    m.cca.fit(ta, ts)
+    for p in powers:
+        m.cca.power = float(p)
+        scores[f"{p:g}"] = mrr(m.cca.project_audio(va), m.cca.project_sheet(vs))
+    best = max(scores, key=scores.get)
+    names = {"none": "no CCA", "running": "running statistics"}
+    log(f"validation MRR after fitting the CCA on {train_cfg.cca_pairs:,} training pairs: "
+        + ", ".join(f"{names.get(k, f'power {k}')} {v:.3f}" for k, v in scores.items())
+        + f" -> {names.get(best, f'CCA power {best}')}")
+    if best == "running":
+        _copy(src, dst)
+        return scores
+    extra.update(cca_pairs=train_cfg.cca_pairs, val_MRR_by_cca=scores, val_MRR=scores[best])
+    if best == "none":
+        extra.update(cca_dropped=True)
+        save_checkpoint(without_cca(m), dst, extra)
+    else:
+        m.cca.power = float(best)
+        m.config = replace(m.config, cca_power=float(best))
+        save_checkpoint(m, dst, extra)
+    return scores
+
+
 class TrainError(ValueError):
     """A training run that cannot start; the message names the path and the reason."""
 
@@ -306,36 +369,7 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         tmp.replace(state_path)
 
     def finalise(src: Path, dst: Path) -> None:
-        """Best weights of ``src`` with CCA statistics re-estimated on ``cca_pairs`` training pairs,
-        written to ``dst`` if that does not lower the validation MRR."""
-        m = SnippetModel(model_cfg)
-        _, best, extra = read_checkpoint(src)
-        _load_state(m, best, src)
-        m = m.to(memory_format=mf)
-        if m.cca is None or not train_cfg.cca_pairs:
-            _copy(src, dst)
-            return
-        idx = np.random.default_rng([train_cfg.seed, 99]).integers(0, len(data), size=train_cfg.cca_pairs)
-        es, ea = embed_pairs(m, data, np.sort(idx), raw=True, bf16=train_cfg.bf16,
-                             channels_last=train_cfg.channels_last, progress=progress)
-        before = extra.get("val_MRR", -1.0)
-        m.cca.fit(ea, es)
-        es, ea = embed_pairs(m, val, val_idx, bf16=train_cfg.bf16, channels_last=train_cfg.channels_last)
-        v = retrieval_metrics(ea @ es.T)
-        after = 0.5 * (v["a2s"]["MRR"] + v["s2a"]["MRR"])
-        log(f"CCA fitted on {train_cfg.cca_pairs:,} training pairs: val MRR a2s "
-            f"{v['a2s']['MRR']:.3f} s2a {v['s2a']['MRR']:.3f} (before {before:.3f})")
-        if after < before:
-            if model_cfg.cca_train:
-                log("the fitted CCA is worse on validation; keeping the running statistics")
-                _copy(src, dst)
-            else:
-                log("the fitted CCA is worse on validation; the model is kept without it")
-                extra.update(cca_dropped=True)
-                save_checkpoint(without_cca(m), dst, extra)
-            return
-        extra.update(cca_pairs=train_cfg.cca_pairs, val_MRR_before_cca_fit=before, val_MRR=after)
-        save_checkpoint(m, dst, extra)
+        fit_cca(src, dst, data, val, val_idx, train_cfg, log=log, progress=progress)
 
     meta = lambda: {"samples": st["samples"], "epoch": st["epoch"], "val_MRR": st["best_mrr"]}  # noqa: E731
     steps_per_epoch = math.ceil(train_cfg.epoch_samples / train_cfg.batch)
