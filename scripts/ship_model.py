@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--seed", type=int, default=0, help="evaluation sampling seed")
+    ap.add_argument("--then", action="append", default=[],
+                    help="a further command that made the checkpoint (e.g. audiosheet fit-cca ...), for the card")
     a = ap.parse_args()
     run = Path(a.run)
     ckpt = Path(a.checkpoint) if a.checkpoint else run / "best.safetensors"
@@ -55,6 +57,8 @@ def main() -> int:
         "train_wall_s": wall,
         "val_MRR": extra.get("val_MRR"),
         "cca_reestimated_on": extra.get("cca_pairs"),
+        "cca_power": cfg.cca_power if cfg.cca else None,
+        "val_MRR_by_cca": extra.get("val_MRR_by_cca"),
         "corpus": {"seed": corpus.manifest.get("seed"), "source": corpus.manifest.get("source"),
                    "pieces": {s: len(corpus.split(s)) for s in ("train", "valid", "test")},
                    "options": corpus.manifest.get("options"),
@@ -64,7 +68,9 @@ def main() -> int:
         "test_metrics_10000": metrics["10000"],
         "command": f"audiosheet train --corpus CORPUS --config {cfg.name} --out {run.name} "
                    + " ".join(f"--{k.replace('_', '-')} {train['train'][k]}"
-                              for k in ("patience", "max_samples", "snapshot_every") if train["train"].get(k)),
+                              for k in ("patience", "max_samples", "snapshot_every", "threads")
+                              if train["train"].get(k)),
+        "then": a.then,
         "evaluate": f"audiosheet evaluate snippets --corpus CORPUS --split test --model {a.name} --pairs 2000",
     }
     PRETRAINED.mkdir(exist_ok=True)
