@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiosheet.spectrogram import DEFAULT, filterbank, load_audio, n_bins, onset_strength, spectrogram
+from audiosheet.audio import load_audio
+from audiosheet.spectrogram import DEFAULT, filterbank, n_bins, onset_strength, spectrogram
 
 SR = DEFAULT.sample_rate
 
@@ -66,5 +67,5 @@ def test_load_audio_resamples_and_mixes_down(tmp_path):
 def test_load_audio_bad_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
-    with pytest.raises(ValueError, match="bad.wav: cannot read audio"):
+    with pytest.raises(ValueError, match="bad.wav: not a readable audio file"):
         load_audio(bad)

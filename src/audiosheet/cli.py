@@ -39,6 +39,16 @@ def _corpus_check(a) -> int:
     return 0 if r.ok else 1
 
 
+def _corpus_restrip(a) -> int:
+    from .corpus import restrip
+
+    r = restrip(a.dir, workers=a.workers, progress=not a.quiet)
+    print(json.dumps({k: (len(v) if k == "failed" else v) for k, v in r.items()}))
+    for pid, reason in sorted(r["failed"].items()):
+        print(f"{a.dir}: piece {pid}: {reason}", file=sys.stderr)
+    return 1 if r["failed"] else 0
+
+
 def _corpus_stats(a) -> int:
     from .corpus import stats
 
@@ -115,6 +125,104 @@ def _evaluate_snippets(a) -> int:
     return 0
 
 
+def _corpus_export(a) -> int:
+    from .corpus import export
+
+    r = export(a.dir, a.out, split=a.split, perf=a.performance, limit=a.limit, workers=a.workers,
+               progress=not a.quiet)
+    for pid, reason in sorted(r["failed"].items()):
+        print(f"{a.dir}: piece {pid}: {reason}", file=sys.stderr)
+    print(json.dumps({"exported": len(r["pieces"]), "failed": len(r["failed"]), "out": a.out}))
+    return 1 if r["failed"] else 0
+
+
+def _collection(a, create: bool = False):
+    from .index import Collection
+
+    return Collection(a.db, model=getattr(a, "model", None), index=getattr(a, "index", None),
+                      create=create)
+
+
+def _index_add(a) -> int:
+    coll = _collection(a, create=True)
+    rep = coll.add(a.paths, progress=not a.quiet)
+    for item in rep.added:
+        print(f"added   {item.describe()}")
+    for path, item in rep.present:
+        print(f"present {path} (item {item.id}, {item.name})")
+    for _, reason in rep.failed:
+        print(f"FAILED  {reason}", file=sys.stderr)
+    print(f"{a.db}: {rep.summary()}; {len(coll)} item(s) in the collection")
+    return 1 if rep.failed else 0
+
+
+def _index_list(a) -> int:
+    from dataclasses import asdict
+
+    coll = _collection(a)
+    items = coll.items()
+    if a.json:
+        print(json.dumps({"model": coll.model_name, "items": [asdict(i) for i in items]}))
+        return 0
+    print(f"{a.db}: {len(items)} item(s), model {coll.model_name}, "
+          f"{sum(coll.size_on_disk().values()) / 1e6:.1f} MB")
+    for i in items:
+        print(i.describe())
+    return 0
+
+
+def _index_remove(a) -> int:
+    coll = _collection(a)
+    for key in a.items:
+        item = coll.remove(key)
+        print(f"removed {item.describe()}")
+    return 0
+
+
+def _identify(a) -> int:
+    from .identify import identify
+
+    coll = _collection(a)
+    res = identify(coll, a.query, method=a.method, top=a.top, start=a.start, end=a.end)
+    if a.show:
+        from .show import show_match
+
+        show_match(res, a.show)
+    if a.json:
+        print(json.dumps(res.to_dict()))
+        return 0
+    q = res.query_info
+    span = f" {q['start_s']:.1f}–{q['end_s']:.1f} s" if "start_s" in q else f" {q.get('pages')} page(s)"
+    print(f"{a.query}{span}: {res.method}, {res.latency_s:.2f} s")
+    if not res.results:
+        print("  no match")
+    for k, m in enumerate(res.results, 1):
+        loc = m.location
+        where = (f"page {loc['page']} system {loc['system']} x {loc['x0']:.0f}–{loc['x1']:.0f}"
+                 + (f" (+{len(loc['spans']) - 1} more system(s))" if len(loc["spans"]) > 1 else "")
+                 if m.kind == "sheet" else f"{loc['start_s']:.1f}–{loc['end_s']:.1f} s")
+        print(f"{k:>3}. {m.piece:40s} score {m.score:.3f}  votes {m.votes:>4}  {where}")
+    if a.show:
+        print(f"picture: {a.show}")
+    return 0
+
+
+def _evaluate_pieces(a) -> int:
+    from .evaluate import evaluate_pieces
+
+    res = evaluate_pieces(a.corpus, split=a.split, direction=a.direction, method=a.method,
+                          query_seconds=a.query_seconds, model=a.model, work=a.work, limit=a.limit,
+                          seed=a.seed, progress=not a.quiet)
+    if a.json:
+        from pathlib import Path
+
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"{a.direction} {a.method}: top-1 {res['top1']:.3f}  top-5 {res['top5']:.3f}  "
+          f"MRR {res['MRR']:.3f}  ({res['queries']} queries, {res['pieces']} pieces, median "
+          f"latency {res['latency_s']:.2f} s)")
+    return 0
+
+
 def _models(a) -> int:
     from .model import shipped_models
 
@@ -163,6 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("dir")
     k.add_argument("--quiet", action="store_true")
     k.set_defaults(func=_corpus_check)
+
+    r = cs.add_parser("restrip", help="re-make the training strips from the stored pages with the "
+                      "current (query) geometry; resumable, no re-engraving")
+    r.add_argument("dir")
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_corpus_restrip)
+
+    x = cs.add_parser("export", help="write a split as files: PDF scores and FLAC recordings")
+    x.add_argument("dir")
+    x.add_argument("--out", required=True)
+    x.add_argument("--split", default="test")
+    x.add_argument("--performance", type=int, default=0)
+    x.add_argument("--limit", type=int, default=None)
+    x.add_argument("--workers", type=int, default=2)
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=_corpus_export)
 
     s = cs.add_parser("stats", help="corpus summary")
     s.add_argument("dir")
@@ -221,6 +346,57 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--json", default=None, help="write the metrics to this JSON file")
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func=_evaluate_snippets)
+
+    pc = es.add_parser("pieces", help="piece identification through files: index the split's "
+                       "scores or recordings, query with excerpts (top-1, top-5, MRR, latency)")
+    pc.add_argument("--corpus", required=True)
+    pc.add_argument("--split", default="test")
+    pc.add_argument("--direction", choices=["a2s", "s2a"], default="a2s",
+                    help="a2s: audio excerpts find scores; s2a: score pages find recordings")
+    pc.add_argument("--method", choices=["vote", "dtw"], default="dtw")
+    pc.add_argument("--query-seconds", type=float, default=30.0)
+    pc.add_argument("--model", default=None, help="default: the shipped model")
+    pc.add_argument("--work", default=None, help="folder for the exported files and the collection "
+                    "(default CORPUS/eval/SPLIT; reused by later runs)")
+    pc.add_argument("--limit", type=int, default=None, help="only the first N pieces of the split")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    pc.add_argument("--quiet", action="store_true")
+    pc.set_defaults(func=_evaluate_pieces)
+
+    ix = sub.add_parser("index", help="a collection of scores and recordings (FAISS + SQLite)")
+    ixs = ix.add_subparsers(dest="index_command", required=True)
+    ia = ixs.add_parser("add", help="index files and folders (recursive); re-adding a file is a no-op")
+    ia.add_argument("--db", required=True, help="collection folder (created on first add)")
+    ia.add_argument("paths", nargs="+", help="PDF / PNG / JPG / TIFF scores, WAV / FLAC / OGG / MP3 "
+                    "recordings, or folders of them")
+    ia.add_argument("--model", default=None, help="snippet model of a new collection (default: the "
+                    "shipped one); an existing collection keeps its own")
+    ia.add_argument("--index", choices=["auto", "exact", "approx"], default=None,
+                    help="FAISS index: exact, approximate (HNSW), or auto by size (default auto)")
+    ia.add_argument("--quiet", action="store_true")
+    ia.set_defaults(func=_index_add)
+    il = ixs.add_parser("list", help="the items of a collection")
+    il.add_argument("--db", required=True)
+    il.add_argument("--json", action="store_true")
+    il.set_defaults(func=_index_list)
+    ir = ixs.add_parser("remove", help="remove items (by id, name, path or content hash)")
+    ir.add_argument("--db", required=True)
+    ir.add_argument("items", nargs="+")
+    ir.set_defaults(func=_index_remove)
+
+    q = sub.add_parser("identify", help="which indexed score a recording is (or which recording a "
+                       "score is), and where")
+    q.add_argument("--db", required=True, help="collection folder (audiosheet index add)")
+    q.add_argument("query", help="an audio file, or a score page / PDF")
+    q.add_argument("--method", choices=["vote", "dtw"], default="dtw")
+    q.add_argument("--top", type=int, default=5)
+    q.add_argument("--start", type=float, default=None, help="audio query: excerpt start, s")
+    q.add_argument("--end", type=float, default=None, help="audio query: excerpt end, s")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--show", default=None, metavar="OUT.png",
+                   help="write the matched page with the passage highlighted")
+    q.set_defaults(func=_identify)
 
     m = sub.add_parser("models", help="list the models shipped inside the package")
     m.add_argument("--json", action="store_true")

@@ -12,7 +12,8 @@ Layout of a corpus folder::
     pieces/ID/page_N.png           grayscale pages, ~100 dpi
     pieces/ID/noteheads.npz        one row per notehead: page, x, y, w, h, staff, system, pitch,
                                    onset (score s), duration, strip_x, strip_y
-    pieces/ID/strip.npy            systems unrolled, half resolution (snippets read this)
+    pieces/ID/strip.npy            systems found from the pixels, unrolled at the target staff
+                                   space, half resolution — the query geometry (snippets read this)
     pieces/ID/performances.npz     onsets (P, N): each notehead's onset in each performance, s
     pieces/ID/perf_K.npy           spectrogram of performance K, float16 (frames, 92)
     pieces/ID/perf_K.flac          its audio (only with --keep-audio)
@@ -46,6 +47,9 @@ from .synth import (SAMPLE_RATE, TEST_ONLY, Performance, available_soundfonts, c
                     sha256)
 
 FORMAT_VERSION = 1
+# how strips are made: "pixels-v1" = systems found from the page pixels, staff space normalised
+# to pages.TARGET_STAFF_SPACE (the query geometry). Corpora without it predate issue 4.
+STRIP_GEOMETRY = "pixels-v1"
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.80, 0.05, 0.15)
 
@@ -154,11 +158,7 @@ def _stage_render(args):
 
         for k, page in enumerate(eng.pages):
             Image.fromarray(page).save(tmp / f"page_{k + 1}.png", optimize=False, compress_level=6)
-        from .snippets import make_strip
-
-        strip, strip_x, strip_y = make_strip(eng.pages, eng.systems, eng.noteheads)
-        np.save(tmp / "strip.npy", strip)
-        np.savez(tmp / "noteheads.npz", **eng.noteheads, strip_x=strip_x, strip_y=strip_y)
+        strip_info = _write_strip(tmp, eng.pages, eng.systems, eng.noteheads, piece_id)
 
         train_combos, test_combos = combinations(soundfonts)
         pool = test_combos if split == "test" else train_combos
@@ -182,8 +182,8 @@ def _stage_render(args):
             "piece": piece_id, "split": split, "render_key": opts.render_key(),
             "title": meta["title"], "composer": meta["composer"], "source": meta["source"],
             "work_keys": meta["work_keys"], "monophonic": meta["monophonic"],
-            "style": asdict(style), "staff_space_px": round(eng.staff_space, 3),
-            "pages": [list(p.shape) for p in eng.pages], "n_noteheads": int(len(strip_x)),
+            "style": asdict(style), "staff_space_px": round(eng.staff_space, 3), "strip": strip_info,
+            "pages": [list(p.shape) for p in eng.pages], "n_noteheads": int(len(eng.noteheads["x"])),
             "systems": [{k: (np.round(v, 2).tolist() if k != "page" else v) for k, v in s.items()}
                         for s in eng.systems],
             "performances": perfs,
@@ -201,6 +201,121 @@ def _stage_render(args):
             raise
         stage = "synthesise" if "Synth" in type(exc).__name__ else "engrave"
         return piece_id, (stage, _reason(exc, "")), time.time() - t0
+
+
+def _write_strip(d: Path, pages, systems, noteheads, piece_id: str) -> dict:
+    """Unroll a piece's pages into its training strip from pixels (``pages.corpus_strip``, the
+    geometry queries get) and write strip.npy and noteheads.npz (with strip_x, strip_y) into
+    folder ``d``, each through a temporary file. Returns the piece.json "strip" record."""
+    from .pages import TARGET_STAFF_SPACE, corpus_strip
+
+    strip, strip_x, strip_y, detected = corpus_strip(pages, systems, noteheads, piece_id)
+    nh = {k: v for k, v in noteheads.items() if k not in ("strip_x", "strip_y")}
+    np.savez(d / ".noteheads.tmp.npz", **nh, strip_x=strip_x, strip_y=strip_y)
+    np.save(d / ".strip.tmp.npy", strip.image)
+    os.replace(d / ".noteheads.tmp.npz", d / "noteheads.npz")
+    os.replace(d / ".strip.tmp.npy", d / "strip.npy")
+    return {"geometry": STRIP_GEOMETRY, "target_staff_space": TARGET_STAFF_SPACE,
+            "systems": "detected" if detected else "engraved",
+            "scales": [round(float(x), 4) for x in strip.scales]}
+
+
+def _stage_restrip(args):
+    root, piece_id = args
+    t0 = time.time()
+    try:
+        c = Corpus(root)
+        d = c.piece_dir(piece_id)
+        info = c.info(piece_id)
+        if info.get("strip", {}).get("geometry") == STRIP_GEOMETRY:
+            return piece_id, None, 0.0
+        pages = [c.page(piece_id, p) for p in range(len(info["pages"]))]
+        info["strip"] = _write_strip(d, pages, info["systems"], c.noteheads(piece_id), piece_id)
+        _write_json(d / "piece.json", info)  # last: a killed restrip redoes this piece
+        return piece_id, None, time.time() - t0
+    except Exception as exc:
+        return piece_id, ("restrip", _reason(exc, "")), time.time() - t0
+
+
+def restrip(root: str | Path, workers: int = 2, progress: bool = True) -> dict:
+    """Re-make every piece's training strip from its stored pages with the current geometry
+    (no re-engraving, no re-synthesis). Resumable: pieces already in the current geometry are
+    skipped. Returns {"pieces", "restripped", "engraved_boxes", "failed": {piece: reason}}."""
+    c = Corpus(root)
+    ids = c.piece_ids
+    failed, done = {}, 0
+    for pid, fail, dt in _map(_stage_restrip, [(str(c.root), pid) for pid in ids], workers,
+                              "restrip", progress):
+        if fail:
+            failed[pid] = fail[1]
+        elif dt:
+            done += 1
+    manifest = json.loads((c.root / "manifest.json").read_text())
+    if not failed:
+        manifest["strip_geometry"] = STRIP_GEOMETRY
+        _write_json(c.root / "manifest.json", manifest)
+    engraved = sum(Corpus(root).info(p).get("strip", {}).get("systems") == "engraved"
+                   for p in ids if p not in failed)
+    return {"pieces": len(ids), "restripped": done, "engraved_boxes": engraved, "failed": failed}
+
+
+def performance_audio(root: str | Path, piece_id: str, perf: int = 0) -> np.ndarray:
+    """The audio of a stored performance, re-made from the piece's score, layout style and
+    performance record (the corpus keeps spectrograms, not audio). Deterministic: its spectrogram
+    is the stored one."""
+    c = Corpus(root)
+    info = c.info(piece_id)
+    with gzip.open(c.root / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
+        xml = f.read()
+    eng = engrave(xml, LayoutStyle(**info["style"]))
+    p = info["performances"][perf]
+    fields = {k: v for k, v in p.items() if k in Performance.__dataclass_fields__}
+    return render(eng.notes, Performance(**fields),
+                  available_soundfonts(c.manifest.get("options", {}).get("soundfonts", "bundled")))
+
+
+def _stage_export(args):
+    root, pid, out, perf = args
+    t0 = time.time()
+    try:
+        from PIL import Image
+        import soundfile as sf
+
+        c = Corpus(root)
+        sheet, audio = Path(out) / "sheets" / f"{pid}.pdf", Path(out) / "audio" / f"{pid}.flac"
+        if not sheet.exists():
+            pages = [Image.fromarray(c.page(pid, p)) for p in range(len(c.info(pid)["pages"]))]
+            tmp = sheet.with_name(f".{sheet.name}.tmp")
+            pages[0].save(tmp, "PDF", resolution=100.0, save_all=True, append_images=pages[1:])
+            os.replace(tmp, sheet)
+        if not audio.exists():
+            wave = performance_audio(root, pid, perf)
+            tmp = audio.with_name(f".{audio.stem}.tmp.flac")
+            sf.write(tmp, wave, SAMPLE_RATE, subtype="PCM_16")
+            os.replace(tmp, audio)
+        return pid, None, time.time() - t0
+    except Exception as exc:
+        return pid, ("export", _reason(exc, "")), time.time() - t0
+
+
+def export(root: str | Path, out: str | Path, split: str = "test", perf: int = 0,
+           limit: int | None = None, workers: int = 2, progress: bool = True) -> dict:
+    """Write a split as files a user would have: ``out/sheets/ID.pdf`` (the engraved pages,
+    100 dpi) and ``out/audio/ID.flac`` (performance ``perf``). Resumable (finished files are
+    kept). Returns {"pieces": [ids exported], "failed": {id: reason}}."""
+    c = Corpus(root)
+    ids = c.split(split)[:limit] if limit else c.split(split)
+    out = Path(out)
+    (out / "sheets").mkdir(parents=True, exist_ok=True)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    done, failed = [], {}
+    for pid, fail, _ in _map(_stage_export, [(str(c.root), pid, str(out), perf) for pid in ids],
+                             workers, f"export {split}", progress):
+        if fail:
+            failed[pid] = fail[1]
+        else:
+            done.append(pid)
+    return {"pieces": sorted(done), "failed": failed}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +477,7 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
         "split_fractions": dict(zip(SPLITS, SPLIT_FRACTIONS)),
         "pieces": sum(len(v) for v in splits.values()),
         "splits": {k: len(v) for k, v in splits.items()},
-        "failures": len(failures),
+        "failures": len(failures), "strip_geometry": STRIP_GEOMETRY,
     }
     _write_json(out / "manifest.json", manifest)
     reasons: dict[str, int] = {}

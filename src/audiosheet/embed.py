@@ -42,11 +42,22 @@ class Embedder:
         self.model = model.for_inference().requires_grad_(False)
         self.config = model.config
         self.batch, self.bf16 = int(batch), bf16
-        self._audio = _AudioRaw(self.model)
-        self._sheet = self.model.sheet_net
-        if jit:
-            self._audio = self._trace(self._audio, (1, self.config.audio_bins, self.config.context))
-            self._sheet = self._trace(self._sheet, (1, *self.config.sheet_shape))
+        self._cca = None
+        if self.model.cca is not None:  # the projections, computed once (eigh + svd per call otherwise)
+            c = self.model.cca
+            with torch.no_grad():
+                pa, ps = c.projections(c.mean_a, c.mean_s, c.cov_aa, c.cov_ss, c.cov_as)
+            self._cca = (c.mean_a.clone(), pa, c.mean_s.clone(), ps)
+        self.jit = jit
+        self._nets = {"audio": _AudioRaw(self.model), "sheet": self.model.sheet_net}
+        self._traced: dict[str, nn.Module] = {}
+
+    def _net(self, kind: str, shape: tuple) -> nn.Module:
+        """A pathway, traced on first use (so a one-sided job pays for one trace only)."""
+        if kind not in self._traced:
+            net = self._nets[kind]
+            self._traced[kind] = self._trace(net, (1, *shape)) if self.jit else net
+        return self._traced[kind]
 
     def _trace(self, net: nn.Module, shape: tuple) -> nn.Module:
         x = torch.zeros(self.batch, *shape).contiguous(memory_format=torch.channels_last)
@@ -81,13 +92,15 @@ class Embedder:
         return torch.cat(out) if out else torch.zeros(0, self.config.embed_dim)
 
     def audio(self, specs) -> np.ndarray:
-        a = self._run(self._audio, specs, (self.config.audio_bins, self.config.context))
-        if self.model.cca is not None:
-            a = self.model.cca.project_audio(a)
+        shape = (self.config.audio_bins, self.config.context)
+        a = self._run(self._net("audio", shape), specs, shape)
+        if self._cca is not None:
+            a = (a - self._cca[0]) @ self._cca[1]
         return F.normalize(a, dim=1).numpy()
 
     def sheet(self, images) -> np.ndarray:
-        s = self._run(self._sheet, images, tuple(self.config.sheet_shape))
-        if self.model.cca is not None:
-            s = self.model.cca.project_sheet(s)
+        shape = tuple(self.config.sheet_shape)
+        s = self._run(self._net("sheet", shape), images, shape)
+        if self._cca is not None:
+            s = (s - self._cca[2]) @ self._cca[3]
         return F.normalize(s, dim=1).numpy()

@@ -64,3 +64,67 @@ def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int
     out.update(split=split, pieces=len(data.pieces), seed=seed, model=model.config.name,
                embed_s=round(time.perf_counter() - t0, 2))
     return out
+
+
+def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a2s",
+                    method: str = "dtw", query_seconds: float = 30.0, model: str | None = None,
+                    work: str | Path | None = None, limit: int | None = None, seed: int = 0,
+                    progress: bool = False) -> dict:
+    """Piece identification on a corpus split, through files only.
+
+    The split is exported as a user would have it (``corpus.export``: PDF scores, FLAC
+    recordings of the held-out test performance); the scores (a2s) or recordings (s2a) are
+    indexed into a collection from their pixels or audio alone; each piece is then queried once:
+    a2s with a ``query_seconds`` excerpt of its recording (seeded start), s2a with one page of its
+    score (seeded). Reports top-1, top-5, MRR, and the median latency of one query (decode or
+    read, front end, embedding, search, vote/dtw).
+    """
+    from tqdm import tqdm
+
+    from .corpus import Corpus, export
+    from .identify import identify
+    from .index import DEFAULT_MODEL, Collection, sha256_file
+    from .model import resolve_model
+
+    if direction not in ("a2s", "s2a"):
+        raise ValueError(f"direction must be a2s or s2a, not {direction!r}")
+    c = Corpus(corpus)
+    model = model or DEFAULT_MODEL
+    work = Path(work) if work else c.root / "eval" / split
+    ex = export(c.root, work, split=split, limit=limit, progress=progress)
+    ids = ex["pieces"]
+    if not ids:
+        raise ValueError(f"{corpus}: split '{split}' has no pieces to evaluate")
+    tag = sha256_file(resolve_model(model))[:10]
+    coll = Collection(work / f"collection-{tag}", model=model)
+    kind = "sheets" if direction == "a2s" else "audio"
+    suffix = ".pdf" if direction == "a2s" else ".flac"
+    have = {i.name for i in coll.items()}
+    todo = [work / kind / f"{pid}{suffix}" for pid in ids if pid not in have]
+    if todo:
+        rep = coll.add(todo, progress=progress)
+        if rep.failed:
+            raise ValueError(f"{corpus}: {len(rep.failed)} file(s) could not be indexed, e.g. {rep.failed[0][1]}")
+    rng = np.random.default_rng(seed)
+    ranks_, lat = [], []
+    for pid in tqdm(ids, desc=f"{direction} {method}", unit="query", disable=not progress):
+        if direction == "a2s":
+            info = c.info(pid)["performances"][0]
+            dur = float(info["seconds"])
+            t0 = float(rng.uniform(0, max(dur - query_seconds, 0.0)))
+            res = identify(coll, work / "audio" / f"{pid}.flac", method=method, top=10**6,
+                           start=t0, end=t0 + query_seconds)
+        else:
+            n = len(c.info(pid)["pages"])
+            page = int(rng.integers(n))
+            res = identify(coll, c.piece_dir(pid) / f"page_{page + 1}.png", method=method, top=10**6)
+        lat.append(res.latency_s)
+        names = [m.piece for m in res.results]
+        ranks_.append(names.index(pid) + 1 if pid in names else np.inf)
+    r = np.asarray(ranks_, float)
+    return {"top1": float(np.mean(r <= 1)), "top5": float(np.mean(r <= 5)),
+            "MRR": float(np.mean(1.0 / r)), "queries": len(r), "pieces": len(ids),
+            "latency_s": float(np.median(lat)), "latency_p90_s": float(np.percentile(lat, 90)),
+            "direction": direction, "method": method,
+            "query": f"{query_seconds:g} s excerpt" if direction == "a2s" else "one page",
+            "split": split, "model": coll.model_name, "collection_items": len(coll)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -701,9 +701,9 @@ class Strip:
         dx, dy = x - cx, y - cy
         return page, s, cx + np.cos(t) * dx - np.sin(t) * dy, cy + np.sin(t) * dx + np.cos(t) * dy
 
-    def to_strip(self, page: int, x, y, system: int | None = None):
-        """Point(s) of a page as loaded → strip column(s). The system is the one whose staves are
-        nearest to the point, unless given."""
+    def to_strip(self, page: int, x, y, system=None, with_row: bool = False):
+        """Point(s) of a page as loaded → strip column(s) (and row(s) with ``with_row``). The
+        system is the one whose staves are nearest to the point, unless given."""
         cx, cy = self.sizes[page, 0] / 2.0, self.sizes[page, 1] / 2.0
         t = np.deg2rad(-self.angles[page])
         dx, dy = np.asarray(x, float) - cx, np.asarray(y, float) - cy
@@ -717,7 +717,8 @@ class Strip:
             dist = np.maximum(b[None, :, 3] - yy, 0) + np.maximum(yy - b[None, :, 4], 0)
             system = on_page[np.argmin(dist, axis=1)].reshape(np.shape(yd))
         s = np.asarray(system)
-        return self.offsets[s] + xd * self.scales[page] / 2.0 - self.lefts[s]
+        col = self.offsets[s] + xd * self.scales[page] / 2.0 - self.lefts[s]
+        return (col, yd * self.scales[page] / 2.0 - self.tops[s]) if with_row else col
 
 
 def _box(s) -> tuple[int, float, float, float, float]:
@@ -735,7 +736,7 @@ def normalise_page(page: np.ndarray, staff_space: float, angle: float = 0.0,
 
 
 def _cut(halves: list[np.ndarray], scales, boxes, angles, sizes) -> Strip:
-    """Cut every system's band out of its normalised half-resolution page (as ``make_strip``)."""
+    """Cut every system's band out of its normalised half-resolution page ."""
     pieces, offsets, tops, lefts = [], [0], [], []
     for p, x0, x1, y0, y1 in boxes:
         page, s = halves[p], scales[p]
@@ -846,14 +847,16 @@ class SheetIngest:
         return [s for lay in self.layouts for s in lay.systems]
 
 
-def ingest_sheet(path: str | Path, hop: int = 10, dpi: float = PDF_DPI) -> SheetIngest:
-    """Read a PDF or scan, find its systems, unroll them and cut sheet snippets.
+def read_systems(pages: Iterable[np.ndarray], path: str | Path = "page"
+                 ) -> tuple[list[PageLayout], list[tuple[int, str]], Strip]:
+    """Analyse pages and unroll every system found into one strip — the geometry shared by
+    queries (``ingest_sheet``) and the corpus's training strips (``corpus_strip``).
 
-    Pages without staves (title pages, blank pages) are skipped and listed in ``skipped``;
-    ``PageError`` if no page has any. Page numbers everywhere are those of the file (from 0).
+    Returns (layouts of the pages with staves, (page, reason) of pages skipped, strip);
+    ``PageError`` if no page has staves.
     """
     layouts, skipped, halves, scales, angles, sizes = [], [], [], [], [], []
-    for i, page in enumerate(iter_pages(path, dpi)):
+    for i, page in enumerate(pages):
         sizes.append((page.shape[1], page.shape[0]))
         try:
             lay = analyse_page(page, i, path)
@@ -872,8 +875,58 @@ def ingest_sheet(path: str | Path, hop: int = 10, dpi: float = PDF_DPI) -> Sheet
     if not layouts:
         if n == 1:
             raise PageError(path, skipped[0][1])
-        raise PageError(path, f"no staves found on any of its {n} pages")
+        raise PageError(path, f"no staves found on any of its {n} pages" if n else "no pages")
     boxes = [_box(s) for lay in layouts for s in lay.systems]
-    strip = _cut(halves, scales, boxes, angles, sizes)
+    return layouts, skipped, _cut(halves, scales, boxes, angles, sizes)
+
+
+def corpus_strip(pages: Sequence[np.ndarray], engraved: Sequence[dict], noteheads: dict,
+                 path: str | Path = "page") -> tuple[Strip, np.ndarray, np.ndarray, bool]:
+    """The training strip of an engraved piece, made from its pixels exactly as a query is.
+
+    Systems are found by ``analyse_page`` (not taken from the engraver); each notehead is mapped
+    into the strip through the detected system that matches its engraved one (same reading
+    order, which holds whenever every page has as many detected systems as engraved ones).
+    Where detection disagrees with the engraver on some page, the engraver's boxes are unrolled
+    instead, still at the detected staff space and skew, so the scale is the same.
+    Returns (strip, strip_x, strip_y, detected: whether the detected systems were used).
+    """
+    layouts, skipped, strip = read_systems(pages, path)
+    per_page = {lay.page: len(lay.systems) for lay in layouts}
+    want: dict[int, int] = {}
+    for s in engraved:
+        want[int(s["page"])] = want.get(int(s["page"]), 0) + 1
+    detected = not skipped and per_page == want
+    if not detected:
+        space = {lay.page: lay.staff_space for lay in layouts}
+        fallback = float(np.median(list(space.values())))
+        spaces = [space.get(i, fallback) for i in range(len(pages))]
+        angles = [next((lay.angle for lay in layouts if lay.page == i), 0.0)
+                  for i in range(len(pages))]
+        strip = unroll(pages, engraved, spaces, angles)
+    system = np.asarray(noteheads["system"], int)
+    cols, rows = np.empty(len(system)), np.empty(len(system))
+    for p in np.unique(np.asarray(noteheads["page"], int)):
+        sel = np.asarray(noteheads["page"]) == p
+        cols[sel], rows[sel] = strip.to_strip(int(p), noteheads["x"][sel], noteheads["y"][sel],
+                                              system[sel], with_row=True)
+    return strip, cols.astype(np.float32), rows.astype(np.float32), detected
+
+
+def ingest_sheet(path: str | Path, hop: int = 10, dpi: float = PDF_DPI) -> SheetIngest:
+    """Read a PDF or scan, find its systems, unroll them and cut sheet snippets.
+
+    Pages without staves (title pages, blank pages) are skipped and listed in ``skipped``;
+    ``PageError`` if no page has any. Page numbers everywhere are those of the file (from 0).
+    """
+    pages = iter_pages(path, dpi)
+    n = [0]
+
+    def counted():
+        for page in pages:
+            n[0] += 1
+            yield page
+
+    layouts, skipped, strip = read_systems(counted(), path)
     snippets, locations = sheet_snippets(strip, hop)
-    return SheetIngest(str(path), n, layouts, skipped, strip, snippets, locations)
+    return SheetIngest(str(path), n[0], layouts, skipped, strip, snippets, locations)

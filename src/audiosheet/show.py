@@ -88,3 +88,72 @@ def show_alignment(corpus_dir: str | Path, piece: str | None, out: str | Path, p
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
     return out
+
+
+def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) -> Path:
+    """Picture of an identification's ``which``-th result.
+
+    Audio query → the matched score page(s) with the passage highlighted, system by system.
+    Score query → the query's first page above the spectrogram of the matched recording, the
+    matched time span marked.
+    """
+    from PIL import Image, ImageDraw
+
+    from .identify import IdentifyError
+    from .pages import iter_pages
+
+    if not ident.results:
+        raise IdentifyError(f"{ident.query}: no match to show")
+    m = ident.results[which]
+    title = f"{Path(ident.query).name} → {m.piece}   ({ident.method}, score {m.score:.3f}, {m.votes} votes)"
+    panels = []
+    if m.kind == "sheet":
+        spans = m.location["spans"]
+        want = sorted({s["page"] for s in spans})[:2]
+        for no, page in enumerate(iter_pages(m.path), start=1):
+            if no > want[-1]:
+                break
+            if no not in want:
+                continue
+            im = Image.fromarray(page).convert("RGB")
+            layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+            d = ImageDraw.Draw(layer)
+            for s in spans:
+                if s["page"] == no:
+                    pts = [tuple(p) for p in s["corners"]]
+                    d.polygon(pts, fill=(255, 200, 0, 90), outline=(230, 80, 0, 255), width=3)
+            im = Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
+            ImageDraw.Draw(im).text((10, 8), f"page {no}", fill=(200, 0, 0))
+            panels.append(im)
+    else:
+        from .audio import ingest_audio
+
+        first = next(iter(iter_pages(ident.query)))
+        panels.append(Image.fromarray(first).convert("RGB"))
+        ing = ingest_audio(m.path, hop=10**6)
+        w = panels[0].width
+        spec = _spectrogram_image(ing.spec, w, 160)
+        d = ImageDraw.Draw(spec, "RGBA")
+        total = max(ing.seconds, 1e-6)
+        x0, x1 = (m.location["start_s"] / total * w, m.location["end_s"] / total * w)
+        d.rectangle([x0, 0, max(x1, x0 + 2), 159], fill=(255, 200, 0, 90), outline=(230, 80, 0, 255), width=3)
+        d.text((4, 4), f"{Path(m.path).name}: {m.location['start_s']:.1f}–{m.location['end_s']:.1f} s "
+                       f"of {total:.1f} s", fill=(200, 0, 0))
+        panels.append(spec)
+    width = sum(p.width for p in panels) if m.kind == "sheet" else max(p.width for p in panels)
+    height = max(p.height for p in panels) if m.kind == "sheet" else sum(p.height for p in panels)
+    canvas = Image.new("RGB", (width, height + 30), "white")
+    ImageDraw.Draw(canvas).text((10, 8), title, fill=(0, 0, 0))
+    x = y = 0
+    for p in panels:
+        canvas.paste(p, (x, 30 + y))
+        if m.kind == "sheet":
+            x += p.width
+        else:
+            y += p.height
+    if canvas.width > max_width:
+        canvas = canvas.resize((max_width, int(canvas.height * max_width / canvas.width)), Image.LANCZOS)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out

@@ -1,7 +1,8 @@
 """Snippets: aligned (sheet snippet, audio snippet) pairs for training and evaluation.
 
-Score systems are unrolled into one long strip at half resolution (so a 160 × 200 px window of
-the page is an 80 × 100 window of the strip). A pair is the strip window centred on a notehead and
+Score systems are unrolled into one long strip at half resolution after rescaling the page to a
+common staff space (``pages.read_systems``, the same geometry queries get), so a 160 × 200 px window
+of the normalised page is an 80 × 100 window of the strip. A pair is the strip window centred on a notehead and
 the spectrogram window centred on that notehead's onset in one performance. Everything is read from
 memory-mapped arrays written by the corpus builder, so extraction is a pair of slices.
 """
@@ -27,34 +28,6 @@ def half_resolution(page: np.ndarray) -> np.ndarray:
     h, w = page.shape[0] // 2 * 2, page.shape[1] // 2 * 2
     p = page[:h, :w].astype(np.uint16)
     return ((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2] + 2) // 4).astype(np.uint8)
-
-
-def make_strip(pages: list[np.ndarray], systems: list[dict], noteheads: dict[str, np.ndarray]):
-    """Unroll all systems into one half-resolution strip.
-
-    Returns (strip uint8 (STRIP_HEIGHT, W), strip_x, strip_y) with every notehead's position in it.
-    """
-    halves = [half_resolution(p) for p in pages]
-    pieces, offsets, tops, lefts = [], [], [], []
-    off = 0
-    for s in systems:
-        page = halves[s["page"]]
-        top = int(round((s["y0"] + s["y1"]) / 4.0)) - STRIP_HEIGHT // 2
-        left, right = int(np.floor(s["x0"] / 2.0)), int(np.ceil(s["x1"] / 2.0)) + 1
-        crop = np.full((STRIP_HEIGHT, right - left), 255, dtype=np.uint8)
-        r0, r1 = max(top, 0), min(top + STRIP_HEIGHT, page.shape[0])
-        c1 = min(right, page.shape[1])
-        crop[r0 - top:r1 - top, : c1 - left] = page[r0:r1, left:c1]
-        pieces.append(crop)
-        offsets.append(off)
-        tops.append(top)
-        lefts.append(left)
-        off += crop.shape[1]
-    strip = np.concatenate(pieces, axis=1)
-    sysidx = noteheads["system"].astype(int)
-    strip_x = np.asarray(offsets)[sysidx] + noteheads["x"] / 2.0 - np.asarray(lefts)[sysidx]
-    strip_y = noteheads["y"] / 2.0 - np.asarray(tops)[sysidx]
-    return strip, strip_x.astype(np.float32), strip_y.astype(np.float32)
 
 
 def _window(a: np.ndarray, start: int, length: int, fill) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -87,23 +86,6 @@ def spectrogram(audio: np.ndarray, cfg: SpectrogramConfig = DEFAULT, chunk: int 
         mag = np.abs(np.fft.rfft(frames, axis=1)[:, : fb.shape[0]]).astype(np.float32)
         np.log1p(mag @ fb, out=out[a:a + chunk])
     return out
-
-
-def load_audio(path: str | Path, sample_rate: int = DEFAULT.sample_rate) -> np.ndarray:
-    """Read an audio file as mono float32 at ``sample_rate`` (resampled if needed)."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    path = Path(path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types; one clear message
-        raise ValueError(f"{path}: cannot read audio ({exc})") from None
-    audio = data.mean(axis=1)
-    if sr != sample_rate:
-        g = np.gcd(int(sr), int(sample_rate))
-        audio = resample_poly(audio, sample_rate // g, int(sr) // g).astype(np.float32)
-    return audio
 
 
 def onset_strength(spec: np.ndarray) -> np.ndarray:

@@ -1,0 +1,240 @@
+"""Identification: which indexed score (or recording) a recording (or score) is, and where.
+
+A query is cut into snippets with the same front ends as indexed files and embedded. Then
+
+* ``vote`` (the reference method, Dorfer et al.): 100 evenly spaced query snippets, 25 nearest
+  neighbours each among the other modality's snippets, one vote per neighbour for its item;
+  items ranked by votes, the passage is the densest run of votes in the item;
+* ``dtw``: the vote shortlist re-ranked by subsequence dynamic time warping between the query's
+  whole embedding sequence and each candidate's, since a query is usually an excerpt of a piece;
+  the passage is where the warping path starts and ends.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .index import AUDIO_HOP, SHEET_HOP, Collection, CollectionError, file_kind
+
+METHODS = ("vote", "dtw")
+VOTE_SNIPPETS, VOTE_NEIGHBOURS = 100, 25
+SHORTLIST = 10  # candidates re-ranked by dtw
+MAX_STEP, MAX_STAY = 4, 3  # dtw: tempo ratio reference/query between 1/(MAX_STAY + 1) and MAX_STEP
+
+
+class IdentifyError(ValueError):
+    """A query that cannot be answered; one line naming the file and the reason."""
+
+
+@dataclass
+class Match:
+    piece: str  # name of the matched item (the file name without suffix unless named)
+    score: float  # vote: share of the votes; dtw: mean cosine similarity along the path
+    votes: int
+    item: int  # item id in the collection
+    kind: str  # "sheet" or "audio"
+    path: str
+    location: dict  # sheet: page/system/x-range/box (+ spans); audio: start_s/end_s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Identification:
+    query: str
+    query_kind: str
+    method: str
+    results: list[Match]
+    query_info: dict = field(default_factory=dict)
+    latency_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "query_kind": self.query_kind, "method": self.method,
+                "results": [m.to_dict() for m in self.results], "query_info": self.query_info,
+                "latency_s": round(self.latency_s, 4)}
+
+
+# ----------------------------------------------------------------------------------------------
+# matching
+
+
+def subsequence_dtw(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = MAX_STAY
+                    ) -> tuple[float, int, int]:
+    """Best alignment of all query rows to a stretch of reference columns.
+
+    ``cost`` (n, m): query snippet i against reference snippet j. The path visits one reference
+    column per query row, advancing 0 to ``max_step`` columns from row to row but staying on a
+    column at most ``max_stay`` rows in a row, so the reference/query tempo ratio stays within
+    1/(max_stay + 1) … ``max_step``; it may start and end anywhere in the reference. Every query
+    row adds its cost once, so costs of different references compare. Returns (mean cost per
+    query row, first column, last column); cost inf if the reference is too short for any path.
+    """
+    cost = np.asarray(cost, np.float64)
+    n, m = cost.shape
+    # acc[z]: best cost of a path at (i, j) that has stayed on j for the last z rows; start[z]: its
+    # first column
+    acc = np.full((max_stay + 1, m), np.inf)
+    acc[0] = cost[0]
+    start = np.tile(np.arange(m), (max_stay + 1, 1))
+    for i in range(1, n):
+        z = np.argmin(acc, axis=0)
+        prev, ps = acc[z, np.arange(m)], start[z, np.arange(m)]
+        best, bs = np.full(m, np.inf), np.zeros(m, np.int64)
+        for k in range(1, min(max_step, m - 1) + 1):
+            better = prev[:-k] < best[k:]
+            best[k:] = np.where(better, prev[:-k], best[k:])
+            bs[k:] = np.where(better, ps[:-k], bs[k:])
+        acc[1:] = acc[:-1] + cost[i]
+        start[1:] = start[:-1]
+        acc[0], start[0] = best + cost[i], bs
+    z = np.argmin(acc, axis=0)
+    end = acc[z, np.arange(m)]
+    j1 = int(np.argmin(end))
+    if not np.isfinite(end[j1]):
+        return float("inf"), 0, m - 1
+    return float(end[j1] / n), int(start[z[j1], j1]), j1
+
+
+def densest_run(hits: np.ndarray, width: int) -> tuple[int, int]:
+    """(first, last) of the ``width``-long stretch of positions holding most of ``hits``."""
+    h = np.sort(np.asarray(hits))
+    if not len(h):
+        return 0, 0
+    counts = np.searchsorted(h, h + width, "left") - np.arange(len(h))
+    i = int(np.argmax(counts))
+    return int(h[i]), int(h[i + counts[i] - 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# locations
+
+
+def _strip(d: dict):
+    from .pages import Strip
+
+    return Strip(np.zeros((0, 0), np.uint8), d["boxes"], d["offsets"], d["lefts"], d["tops"],
+                 d["scales"], d["angles"], d["sizes"])
+
+
+def sheet_location(d: dict, j0: int, j1: int) -> dict:
+    """Where snippets j0..j1 of a sheet item are: the systems they cross, with the x-range and
+    the box on each page (px of the page as read; PDF pages at ``pages.PDF_DPI``)."""
+    from .pages import _page_x, _rotate_points
+
+    strip = _strip(d)
+    c0, c1 = float(d["column"][j0]), float(d["column"][j1])
+    if c1 < c0:
+        c0, c1 = c1, c0
+    s0, s1 = int(d["system"][j0]), int(d["system"][j1])
+    spans = []
+    for s in range(min(s0, s1), max(s0, s1) + 1):
+        lo, hi = max(c0, strip.offsets[s]), min(c1, strip.offsets[s + 1] - 1)
+        if s0 != s1:  # a system the passage passes through: all of it that lies in the passage
+            lo = strip.offsets[s] if s > s0 else lo
+            hi = strip.offsets[s + 1] - 1 if s < s1 else hi
+        x0, x1 = _page_x(strip, np.array([lo, hi], float), s)
+        page = int(strip.boxes[s, 0])
+        y0, y1 = strip.boxes[s, 3], strip.boxes[s, 4]
+        w, h = strip.sizes[page]
+        cx, cy = _rotate_points(np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1]),
+                                float(strip.angles[page]), (w / 2.0, h / 2.0))
+        on_page = np.flatnonzero(strip.boxes[:, 0] == page)
+        spans.append({"page": page + 1, "system": int(np.searchsorted(on_page, s)) + 1,
+                      "x0": round(float(x0), 1), "x1": round(float(x1), 1),
+                      "box": [round(float(cx.min()), 1), round(float(cy.min()), 1),
+                              round(float(cx.max()), 1), round(float(cy.max()), 1)],
+                      "corners": [[round(float(x), 1), round(float(y), 1)] for x, y in zip(cx, cy)],
+                      "page_size": [int(w), int(h)]})
+    first = spans[0]
+    return {"page": first["page"], "system": first["system"], "x0": first["x0"], "x1": first["x1"],
+            "box": first["box"], "spans": spans}
+
+
+def audio_location(d: dict, j0: int, j1: int) -> dict:
+    fps = float(d["fps"])
+    t0, t1 = sorted((float(d["frame"][j0]) / fps, float(d["frame"][j1]) / fps))
+    return {"start_s": round(t0, 2), "end_s": round(t1, 2)}
+
+
+# ----------------------------------------------------------------------------------------------
+# queries
+
+
+def embed_query(coll: Collection, query: str | Path, start: float | None = None,
+                end: float | None = None) -> tuple[str, np.ndarray, dict]:
+    """(kind, embedding sequence (n, d), info) of a query file."""
+    path = Path(query)
+    kind = file_kind(path)
+    if kind is None:
+        raise IdentifyError(f"{path}: not a sheet-music or audio file (suffix '{path.suffix or '(none)'}')")
+    emb = coll.embedder
+    if kind == "audio":
+        from .audio import ingest_audio
+
+        ing = ingest_audio(path, context=emb.config.context, hop=AUDIO_HOP, start=start, end=end)
+        return kind, emb.audio(ing.snippets), {"start_s": round(ing.start, 2),
+                                              "end_s": round(ing.start + ing.seconds, 2),
+                                              "seconds": round(ing.seconds, 2)}
+    from .pages import ingest_sheet
+
+    ing = ingest_sheet(path, hop=SHEET_HOP)
+    return kind, emb.sheet(ing.snippets), {"pages": ing.n_pages, "systems": len(ing.strip.boxes)}
+
+
+def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int = 5,
+             start: float | None = None, end: float | None = None,
+             shortlist: int = SHORTLIST) -> Identification:
+    """Rank the collection's items of the other modality for a query file.
+
+    Audio query → scores, each with the matched passage's page, system and x-range; score query
+    (image or PDF) → recordings with the matched time span. ``start``/``end``: an excerpt of an
+    audio query, seconds.
+    """
+    if method not in METHODS:
+        raise IdentifyError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    t0 = time.perf_counter()
+    path = Path(query)
+    if not path.exists():
+        raise IdentifyError(f"{path}: no such file")
+    target = {"audio": "sheet", "sheet": "audio"}.get(file_kind(path) or "", None)
+    if target is not None:
+        ix, items, owner, starts = coll.search_index(target)
+        if ix.ntotal == 0:
+            raise IdentifyError(f"{coll.root}: the collection has no {'scores' if target == 'sheet' else 'recordings'}"
+                                f" to match {path.name} against (index add some first)")
+    kind, q, info = embed_query(coll, path, start, end)
+    q = np.ascontiguousarray(q, np.float32)
+    pick = np.unique(np.linspace(0, len(q) - 1, min(VOTE_SNIPPETS, len(q))).round().astype(int))
+    k = min(VOTE_NEIGHBOURS, ix.ntotal)
+    _, rows = ix.search(q[pick], k)
+    rows = rows[rows >= 0]
+    votes = np.bincount(owner[rows], minlength=len(items))
+    order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0]
+    locate = sheet_location if target == "sheet" else audio_location
+    results = []
+    if method == "vote":
+        for i in order[:top]:
+            d = coll.data(items[i])
+            local = rows[owner[rows] == i] - starts[i]
+            j0, j1 = densest_run(local, max(len(q), 1))
+            results.append(Match(items[i].name, float(votes[i] / max(len(rows), 1)), int(votes[i]),
+                                 items[i].id, target, items[i].path, locate(d, j0, j1)))
+    else:
+        scored = []
+        for i in order[:max(shortlist, top)]:
+            d = coll.data(items[i])
+            cost, j0, j1 = subsequence_dtw(1.0 - q @ d["emb"].T)
+            scored.append((cost, i, j0, j1, d))
+        scored.sort(key=lambda x: x[0])
+        for cost, i, j0, j1, d in scored[:top]:
+            score = 1.0 - cost if np.isfinite(cost) else 0.0
+            results.append(Match(items[i].name, float(score), int(votes[i]), items[i].id, target,
+                                 items[i].path, locate(d, j0, j1)))
+    return Identification(str(query), kind, method, results, info, time.perf_counter() - t0)
+
+
+__all__ = ["Identification", "IdentifyError", "Match", "identify", "subsequence_dtw", "CollectionError"]

@@ -1,0 +1,528 @@
+"""The collection: sheet music and recordings indexed by their snippet embeddings, on disk.
+
+Layout of a collection folder::
+
+    collection.sqlite          settings (model, index kind, generation) and one row per item —
+                               the source of truth; every change is one SQLite transaction
+    items/SHA256.npz           per item: its snippet embeddings (float16) and where each snippet
+                               comes from (page, system, x-range; or time)
+    faiss/KIND.GEN.faiss       search index of all sheet (or audio) embeddings, rows in item-id
+                               order; derived data, rebuilt from items/ whenever it is missing
+
+An ``add`` first writes the new items' embedding files, then the next generation's FAISS files,
+and only then commits the items and the new generation number in one transaction; old
+generations are deleted after the commit. A crash or kill at any point leaves the last committed
+generation complete and usable; leftovers of the interrupted step are removed by the next write.
+One writer at a time (a lock file); readers never need the lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+SHEET_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus"}
+DEFAULT_MODEL = "snippet-bl2-att84"
+SHEET_HOP = 10  # strip columns between indexed sheet snippets (20 px of the normalised page)
+AUDIO_HOP = 5  # spectrogram frames between indexed audio snippets (0.25 s)
+APPROX_THRESHOLD = 2_000_000  # vectors of one kind above which "auto" uses an approximate index
+HNSW_M, HNSW_EF_SEARCH = 32, 96
+COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
+
+KINDS = ("sheet", "audio")
+
+
+class CollectionError(ValueError):
+    """A collection that cannot be opened or changed as asked; one line naming the folder."""
+
+
+@dataclass
+class Item:
+    """One indexed file."""
+
+    id: int
+    kind: str  # "sheet" or "audio"
+    name: str  # the piece it is of: the file name without suffix unless given
+    path: str  # as added (absolute)
+    sha256: str
+    added: str  # ISO time
+    n: int  # snippets indexed
+    info: dict = field(default_factory=dict)  # pages, systems, seconds, skipped pages...
+
+    def describe(self) -> str:
+        i = self.info
+        what = (f"{i.get('pages', '?')} page(s), {i.get('systems', '?')} systems" if self.kind == "sheet"
+                else f"{i.get('seconds', 0):.1f} s")
+        return f"{self.id:>5}  {self.kind:<5}  {self.name}  ({what}, {self.n} snippets)  {self.path}"
+
+
+@dataclass
+class AddReport:
+    added: list[Item] = field(default_factory=list)
+    present: list[tuple[str, Item]] = field(default_factory=list)  # (path, the item it already is)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+
+    def summary(self) -> str:
+        return (f"added {len(self.added)}, already indexed {len(self.present)}, "
+                f"failed {len(self.failed)}")
+
+
+def file_kind(path: Path) -> str | None:
+    s = path.suffix.lower()
+    return "sheet" if s in SHEET_SUFFIXES else "audio" if s in AUDIO_SUFFIXES else None
+
+
+def expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to add from files and folders (recursive, sorted; hidden files skipped), and
+    (path, reason) for arguments that are neither an existing file nor a folder."""
+    files, bad = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and file_kind(f)
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        elif p.is_file():
+            files.append(p)
+        else:
+            bad.append((str(p), f"{p}: no such file or folder"))
+    return files, bad
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _atomic_save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+class Collection:
+    """A collection of scores and recordings on disk (created on first use).
+
+    ``Collection(path).add(paths)`` indexes files and folders; ``.identify(query)`` ranks the
+    collection's recordings for a score query and its scores for an audio query (see
+    ``audiosheet.identify``). ``model``: the snippet model for a new collection (default the
+    shipped one); an existing collection uses the model it was made with and refuses another.
+    ``index``: "auto" (exact search up to ``approx_threshold`` vectors of a kind, HNSW above),
+    "exact" or "approx".
+    """
+
+    def __init__(self, path: str | Path, model: str | None = None, index: str | None = None,
+                 approx_threshold: int | None = None, create: bool = True):
+        self.root = Path(path)
+        self._embedder = None
+        self._faiss: dict[str, object] = {}
+        self._cache: dict[int, dict] = {}
+        db = self.root / "collection.sqlite"
+        if not db.is_file():
+            if not create:
+                raise CollectionError(f"{self.root}: no collection here (create one with "
+                                      f"'audiosheet index add --db {self.root} FILES')")
+            if self.root.exists() and not self.root.is_dir():
+                raise CollectionError(f"{self.root}: exists and is not a folder")
+            self._create(model or DEFAULT_MODEL, index or "auto",
+                         APPROX_THRESHOLD if approx_threshold is None else approx_threshold)
+        self.db = sqlite3.connect(db, timeout=60)
+        self.db.row_factory = sqlite3.Row
+        self.settings = {r["key"]: json.loads(r["value"]) for r in self.db.execute("select * from settings")}
+        if model is not None:
+            self._check_model(model)
+        changes = {}
+        if index is not None and index != self.settings["index"]:
+            changes["index"] = index
+        if approx_threshold is not None and approx_threshold != self.settings["approx_threshold"]:
+            changes["approx_threshold"] = int(approx_threshold)
+        if changes:
+            if changes.get("index", "auto") not in ("auto", "exact", "approx"):
+                raise CollectionError(f"{self.root}: index must be auto, exact or approx")
+            with self._writing():
+                with self.db:
+                    for k, v in changes.items():
+                        self._set(k, v)
+                self._rebuild_all()
+
+    # ------------------------------------------------------------------ setup
+
+    def _create(self, model: str, index: str, threshold: int) -> None:
+        from .model import read_checkpoint, resolve_model
+
+        if index not in ("auto", "exact", "approx"):
+            raise CollectionError(f"{self.root}: index must be auto, exact or approx, not {index!r}")
+        try:
+            ckpt = resolve_model(model)
+        except ValueError as exc:
+            raise CollectionError(str(exc)) from None
+        cfg, _, _ = read_checkpoint(ckpt)
+        (self.root / "items").mkdir(parents=True, exist_ok=True)
+        (self.root / "faiss").mkdir(exist_ok=True)
+        tmp = self.root / ".collection.sqlite.tmp"
+        tmp.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp)
+        with db:
+            db.execute("create table settings (key text primary key, value text not null)")
+            db.execute("""create table items (id integer primary key autoincrement, kind text not null,
+                          name text not null, path text not null, sha256 text not null unique,
+                          added text not null, n integer not null, info text not null)""")
+            settings = {"format": 1, "model": model if not Path(model).exists() else str(ckpt.resolve()),
+                        "model_sha256": sha256_file(ckpt), "model_config": cfg.to_dict(),
+                        "dim": cfg.embed_dim, "index": index, "approx_threshold": int(threshold),
+                        "generation": 0, "sheet_hop": SHEET_HOP, "audio_hop": AUDIO_HOP,
+                        "created": _now()}
+            db.executemany("insert into settings values (?, ?)",
+                           [(k, json.dumps(v)) for k, v in settings.items()])
+        db.close()
+        os.replace(tmp, self.root / "collection.sqlite")  # the collection exists only when complete
+
+    def _set(self, key: str, value) -> None:
+        self.db.execute("insert or replace into settings values (?, ?)", (key, json.dumps(value)))
+        self.settings[key] = value
+
+    def _check_model(self, model: str) -> None:
+        from .model import resolve_model
+
+        try:
+            sha = sha256_file(resolve_model(model))
+        except ValueError as exc:
+            raise CollectionError(str(exc)) from None
+        if sha != self.settings["model_sha256"]:
+            raise CollectionError(f"{self.root}: indexed with model {self.settings['model']}, not "
+                                  f"{model}; models cannot be mixed (use another --db)")
+
+    @property
+    def model_name(self) -> str:
+        return self.settings["model"]
+
+    @property
+    def embedder(self):
+        """The collection's model, ready for inference (loaded on first use)."""
+        if self._embedder is None:
+            from .embed import Embedder
+            from .model import load_model, resolve_model
+
+            try:
+                ckpt = resolve_model(self.settings["model"])
+            except ValueError as exc:
+                raise CollectionError(f"{self.root}: its model is not available here ({exc})") from None
+            if sha256_file(ckpt) != self.settings["model_sha256"]:
+                raise CollectionError(f"{self.root}: model {self.settings['model']} here differs from "
+                                      f"the one the collection was indexed with; re-index into a new --db")
+            self._embedder = Embedder(load_model(ckpt))
+        return self._embedder
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """The writer lock, and removal of leftovers of interrupted writes."""
+        import fcntl
+
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise CollectionError(f"{self.root}: another process is changing this collection") from None
+            self._reload_settings()
+            self._clean()
+            yield
+
+    def _reload_settings(self) -> None:
+        self.settings = {r["key"]: json.loads(r["value"]) for r in self.db.execute("select * from settings")}
+
+    def _clean(self) -> None:
+        keep = {r["sha256"] for r in self.db.execute("select sha256 from items")}
+        for f in (self.root / "items").iterdir():
+            if f.name.startswith(".") or f.stem not in keep:
+                f.unlink(missing_ok=True)
+        gen = self.settings["generation"]
+        for f in (self.root / "faiss").iterdir():
+            if not f.name.endswith(f".{gen}.faiss"):
+                f.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ items
+
+    def items(self, kind: str | None = None) -> list[Item]:
+        q = "select * from items" + (" where kind = ?" if kind else "") + " order by id"
+        return [Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"],
+                     json.loads(r["info"])) for r in self.db.execute(q, (kind,) if kind else ())]
+
+    def __len__(self) -> int:
+        return self.db.execute("select count(*) from items").fetchone()[0]
+
+    def find(self, key: str | int) -> Item:
+        """An item by id, name, path or content hash (prefix ≥ 8)."""
+        items = self.items()
+        key = str(key)
+        for test in (lambda i: str(i.id) == key, lambda i: i.path == str(Path(key).resolve()) if
+                     Path(key).exists() else False, lambda i: i.name == key,
+                     lambda i: len(key) >= 8 and i.sha256.startswith(key)):
+            hits = [i for i in items if test(i)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise CollectionError(f"{self.root}: '{key}' names {len(hits)} items (ids "
+                                      f"{', '.join(str(i.id) for i in hits)}); give an id")
+        raise CollectionError(f"{self.root}: no item '{key}'")
+
+    def data(self, item: Item) -> dict:
+        """An item's stored arrays (embeddings float32 and locations), cached."""
+        if item.id not in self._cache:
+            with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
+                d = {k: z[k] for k in z.files}
+            d["emb"] = d["emb"].astype(np.float32)
+            if len(self._cache) > 64:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[item.id] = d
+        return self._cache[item.id]
+
+    # ------------------------------------------------------------------ add / remove
+
+    def _ingest(self, path: Path, kind: str) -> tuple[dict, dict, int]:
+        """(arrays to store, info, snippets) of one file; PageError / AudioError on bad input."""
+        emb = self.embedder
+        if kind == "sheet":
+            from .pages import ingest_sheet
+
+            ing = ingest_sheet(path, hop=self.settings["sheet_hop"])
+            e = np.concatenate([emb.sheet(ing.snippets[i:i + 2000])
+                                for i in range(0, len(ing.snippets), 2000)])
+            st, loc = ing.strip, ing.locations
+            arrays = dict(emb=e.astype(np.float16), column=loc.column, page=loc.page,
+                          system=loc.system, x0=loc.x0.astype(np.float32), x1=loc.x1.astype(np.float32),
+                          boxes=st.boxes, offsets=st.offsets, lefts=st.lefts, tops=st.tops,
+                          scales=st.scales, angles=st.angles, sizes=st.sizes)
+            info = {"pages": ing.n_pages, "systems": len(st.boxes), "skipped_pages": ing.skipped,
+                    "staff_space": [round(lay.staff_space, 2) for lay in ing.layouts]}
+            return arrays, info, len(e)
+        from .audio import ingest_audio
+
+        ing = ingest_audio(path, context=emb.config.context, hop=self.settings["audio_hop"])
+        e = np.concatenate([emb.audio(ing.snippets[i:i + 2000])
+                            for i in range(0, len(ing.snippets), 2000)])
+        info = {"seconds": round(ing.seconds, 3), "sample_rate": ing.sample_rate,
+                "channels": ing.channels}
+        return dict(emb=e.astype(np.float16), frame=ing.centres, fps=np.float32(ing.fps)), info, len(e)
+
+    def add(self, paths: Iterable[str | Path], names: dict[str, str] | None = None,
+            progress: bool = True, log=None) -> AddReport:
+        """Index files and folders (recursively). A file whose content is already indexed is left
+        alone; a file that cannot be read is reported in ``failed`` and the others are added.
+        ``names``: piece name per path (default: the file name without its suffix)."""
+        from tqdm import tqdm
+
+        from .audio import AudioError
+        from .pages import PageError
+
+        report = AddReport()
+        files, report.failed = expand(paths)
+        names = {str(Path(k).resolve()): v for k, v in (names or {}).items()}
+        with self._writing():
+            known = {i.sha256: i for i in self.items()}
+            pending: list[tuple[Item, dict]] = []
+            last_commit = time.time()
+            bar = tqdm(files, desc="index", unit="file", disable=not progress or len(files) < 2,
+                       file=sys.stderr)
+            for f in bar:
+                kind = file_kind(f)
+                if kind is None:
+                    report.failed.append((str(f), f"{f}: not a sheet-music or audio file "
+                                                  f"(suffix '{f.suffix or '(none)'}')"))
+                    continue
+                try:
+                    sha = sha256_file(f)
+                except OSError as exc:
+                    report.failed.append((str(f), f"{f}: cannot read ({exc.strerror or exc})"))
+                    continue
+                if sha in known:
+                    report.present.append((str(f), known[sha]))
+                    continue
+                try:
+                    arrays, info, n = self._ingest(f, kind)
+                except (PageError, AudioError) as exc:
+                    report.failed.append((str(f), str(exc)))
+                    continue
+                except (OSError, ValueError) as exc:
+                    report.failed.append((str(f), f"{f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
+                    continue
+                _atomic_save_npz(self.root / "items" / f"{sha}.npz", **arrays)
+                full = str(f.resolve())
+                item = Item(0, kind, names.get(full, f.stem), full, sha, _now(), n, info)
+                known[sha] = item
+                pending.append((item, arrays))
+                if time.time() - last_commit > COMMIT_EVERY_S:
+                    report.added += self._commit(pending)
+                    pending, last_commit = [], time.time()
+            if pending:
+                report.added += self._commit(pending)
+        return report
+
+    def _commit(self, pending: list[tuple[Item, dict]]) -> list[Item]:
+        """Make ``pending`` items part of the collection: next-generation FAISS files, then one
+        transaction (items + generation), then the old generation's files go."""
+        gen = self.settings["generation"] + 1
+        with self.db:  # ids are assigned inside the transaction that also moves the generation
+            for item, _ in pending:
+                cur = self.db.execute("insert into items (kind, name, path, sha256, added, n, info) "
+                                      "values (?, ?, ?, ?, ?, ?, ?)",
+                                      (item.kind, item.name, item.path, item.sha256, item.added, item.n,
+                                       json.dumps(item.info)))
+                item.id = cur.lastrowid
+            for kind in KINDS:
+                new = [a["emb"] for it, a in pending if it.kind == kind]
+                if new or not (self.root / "faiss" / f"{kind}.{gen - 1}.faiss").exists():
+                    self._write_index(kind, gen, append=new)
+                else:
+                    os.link(self.root / "faiss" / f"{kind}.{gen - 1}.faiss",
+                            self.root / "faiss" / f"{kind}.{gen}.faiss")
+            self._set("generation", gen)
+        self._clean()
+        return [it for it, _ in pending]
+
+    def remove(self, key: str | int) -> Item:
+        """Remove one item (by id, name, path or hash) from the collection."""
+        with self._writing():
+            item = self.find(key)
+            gen = self.settings["generation"] + 1
+            with self.db:
+                self.db.execute("delete from items where id = ?", (item.id,))
+                for kind in KINDS:
+                    self._write_index(kind, gen, rebuild=kind == item.kind)
+                self._set("generation", gen)
+            self._cache.pop(item.id, None)
+            self._clean()
+        return item
+
+    # ------------------------------------------------------------------ FAISS
+
+    def _index_kind(self, n: int) -> str:
+        mode = self.settings["index"]
+        return "approx" if mode == "approx" or (mode == "auto" and n > self.settings["approx_threshold"]) \
+            else "exact"
+
+    def _new_index(self, kind_of_index: str):
+        import faiss
+
+        d = self.settings["dim"]
+        if kind_of_index == "approx":
+            ix = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            ix.hnsw.efConstruction = 80
+            return ix
+        return faiss.IndexFlatIP(d)
+
+    def _write_index(self, kind: str, gen: int, append: list[np.ndarray] | None = None,
+                     rebuild: bool = False) -> None:
+        """Write ``faiss/KIND.GEN.faiss`` (via a temporary file): the current generation's index
+        plus ``append``ed rows, or rebuilt from the item files (``rebuild``, or when the kind of
+        index changes, or when the current file is missing). Runs inside the DB transaction, so
+        ``items`` already shows the new state."""
+        import faiss
+
+        items = self.items(kind)
+        total = sum(i.n for i in items)
+        want = self._index_kind(total)
+        old = self.root / "faiss" / f"{kind}.{self.settings['generation']}.faiss"
+        ix = None
+        if not rebuild and append is not None and old.exists():
+            ix = faiss.read_index(str(old))
+            if (want == "approx") != isinstance(ix, faiss.IndexHNSWFlat):
+                ix = None
+        if ix is None:
+            ix = self._new_index(want)
+            for it in items:
+                ix.add(self._embeddings(it))
+        else:
+            for e in append:
+                ix.add(np.ascontiguousarray(e, np.float32))
+        if ix.ntotal != total:
+            raise CollectionError(f"{self.root}: {kind} index has {ix.ntotal} rows, items {total}")
+        path = self.root / "faiss" / f"{kind}.{gen}.faiss"
+        tmp = path.with_name(f".{path.name}.tmp")
+        faiss.write_index(ix, str(tmp))
+        os.replace(tmp, path)
+        self._faiss.pop(kind, None)
+
+    def _embeddings(self, item: Item) -> np.ndarray:
+        with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
+            return np.ascontiguousarray(z["emb"], np.float32)
+
+    def _rebuild_all(self) -> None:
+        gen = self.settings["generation"] + 1
+        with self.db:
+            for kind in KINDS:
+                self._write_index(kind, gen, rebuild=True)
+            self._set("generation", gen)
+        self._clean()
+
+    def search_index(self, kind: str):
+        """(FAISS index, item per row, first row of each item) of the ``kind`` embeddings."""
+        import faiss
+
+        self._reload_settings()
+        gen = self.settings["generation"]
+        cached = self._faiss.get(kind)
+        if cached is None or cached[0] != gen:
+            items = self.items(kind)
+            path = self.root / "faiss" / f"{kind}.{gen}.faiss"
+            try:
+                ix = faiss.read_index(str(path))
+            except RuntimeError:  # missing or damaged: derived data, so rebuild it in memory
+                ix = self._new_index(self._index_kind(sum(i.n for i in items)))
+                for it in items:
+                    ix.add(self._embeddings(it))
+            if isinstance(ix, faiss.IndexHNSWFlat):
+                ix.hnsw.efSearch = HNSW_EF_SEARCH
+            starts = np.cumsum([0] + [i.n for i in items])
+            if ix.ntotal != starts[-1]:
+                raise CollectionError(f"{self.root}: {kind} index and items disagree "
+                                      f"({ix.ntotal} vs {starts[-1]} rows)")
+            owner = np.repeat(np.arange(len(items)), [i.n for i in items])
+            cached = (gen, ix, items, owner, starts)
+            self._faiss[kind] = cached
+        return cached[1:]
+
+    def size_on_disk(self) -> dict:
+        """Bytes of the collection's files by part."""
+        def du(p: Path) -> int:
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else \
+                (p.stat().st_size if p.exists() else 0)
+        return {"sqlite": du(self.root / "collection.sqlite"), "items": du(self.root / "items"),
+                "faiss": du(self.root / "faiss")}
+
+    # ------------------------------------------------------------------ queries
+
+    def identify(self, query, method: str = "dtw", top: int = 5, start: float | None = None,
+                 end: float | None = None):
+        """Rank the collection's recordings (score query) or scores (audio query); see
+        ``audiosheet.identify.identify``."""
+        from .identify import identify
+
+        return identify(self, query, method=method, top=top, start=start, end=end)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def item_dict(item: Item) -> dict:
+    return asdict(item)

@@ -1,0 +1,293 @@
+"""The collection index, identification, the Python API and the CLI on real files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("faiss")
+
+from audiosheet import Collection  # noqa: E402
+from audiosheet.cli import main  # noqa: E402
+from audiosheet.corpus import Corpus, export  # noqa: E402
+from audiosheet.identify import IdentifyError, densest_run, identify, subsequence_dtw  # noqa: E402
+from audiosheet.index import CollectionError  # noqa: E402
+from tests.test_pages import _empty_pdf, _png, encrypted_pdf  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def files(corpus, tmp_path_factory) -> Path:
+    """The test corpus as a user's files: sheets/ID.pdf and audio/ID.flac."""
+    out = tmp_path_factory.mktemp("files")
+    r = export(corpus, out, split="all", workers=1, progress=False)
+    assert not r["failed"] and len(r["pieces"]) == 4
+    return out
+
+
+@pytest.fixture(scope="session")
+def coll_path(files, tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("db") / "coll"
+    rep = Collection(db).add([files / "sheets", files / "audio"], progress=False)
+    assert len(rep.added) == 8 and not rep.failed
+    return db
+
+
+# ----------------------------------------------------------------------------------------------
+# matching pieces
+
+
+def test_subsequence_dtw_finds_a_stretched_excerpt():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(300, 16))
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    src = np.arange(100, 180)  # the excerpt, played 1.5× slower: 120 query steps over 80 columns
+    q = ref[src[np.floor(np.arange(120) / 1.5).astype(int)]] + rng.normal(scale=0.05, size=(120, 16))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    cost, j0, j1 = subsequence_dtw(1 - q @ ref.T)
+    assert abs(j0 - 100) <= 1 and abs(j1 - 179) <= 1 and cost < 0.05
+    other = rng.normal(size=(300, 16))
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    assert subsequence_dtw(1 - q @ other.T)[0] > 0.5  # an unrelated reference costs much more
+    assert subsequence_dtw(1 - q @ ref[:25].T)[0] == float("inf")  # too short for slope ≥ 1/4
+    # a piece engraved 3× denser than it is played: 120 query steps over 40 columns
+    src = np.arange(200, 240)
+    q = ref[src[np.floor(np.arange(120) / 3).astype(int)]]
+    cost, j0, j1 = subsequence_dtw(1 - q @ ref.T)
+    assert abs(j0 - 200) <= 1 and abs(j1 - 239) <= 1 and cost < 0.01
+
+
+def test_densest_run():
+    assert densest_run(np.array([3, 50, 51, 52, 60, 200]), 15) == (50, 60)
+
+
+# ----------------------------------------------------------------------------------------------
+# the collection
+
+
+def test_collection_items_and_model(coll_path, files, corpus, tmp_path):
+    c = Collection(coll_path)
+    items = c.items()
+    assert sorted(i.kind for i in items) == ["audio"] * 4 + ["sheet"] * 4
+    assert {i.name for i in items} == set(Corpus(corpus).piece_ids)
+    assert c.model_name == "snippet-bl2-att84" and c.settings["dim"] == 32
+    # re-adding the same content (same file, or a copy elsewhere) is a no-op
+    copy = tmp_path / "copy.pdf"
+    copy.write_bytes((files / "sheets" / f"{items[0].name}.pdf").read_bytes())
+    rep = c.add([files / "sheets", copy], progress=False)
+    assert not rep.added and len(rep.present) == 5 and len(c) == 8
+    assert c.size_on_disk()["faiss"] > 0
+
+
+def test_collection_refuses_another_model(coll_path, tmp_path):
+    from audiosheet.model import ModelConfig, SnippetModel, save_checkpoint
+
+    other = save_checkpoint(SnippetModel(ModelConfig()), tmp_path / "other.safetensors")
+    with pytest.raises(CollectionError, match="models cannot be mixed"):
+        Collection(coll_path, model=str(other))
+
+
+def test_identify_audio_finds_score_and_passage(coll_path, files):
+    c = Collection(coll_path)
+    hits = 0
+    for item in c.items("audio"):
+        res = c.identify(item.path, method="dtw", top=4)
+        assert res.query_kind == "audio" and res.method == "dtw"
+        assert [m.kind for m in res.results] == ["sheet"] * len(res.results)
+        top = res.results[0]
+        hits += top.piece == item.name
+        loc = top.location
+        assert loc["page"] >= 1 and loc["system"] >= 1 and loc["x1"] > loc["x0"]
+        assert all(s["box"][2] > s["box"][0] and s["box"][3] > s["box"][1] for s in loc["spans"])
+        assert res.results == sorted(res.results, key=lambda m: -m.score)
+    assert hits >= 3  # the four test pieces are bare scales, two of them alike
+    part = c.identify(c.items("audio")[2].path, start=1.0, end=4.5)
+    assert part.query_info == {"start_s": 1.0, "end_s": 4.5, "seconds": 3.5}
+    vote = c.identify(c.items("audio")[0].path, method="vote")
+    assert vote.results[0].votes == max(m.votes for m in vote.results)
+    assert abs(sum(m.score for m in vote.results) - 1) < 1e-6 or len(vote.results) == 4
+
+
+def test_identify_page_finds_recording_and_time(coll_path, corpus):
+    c = Collection(coll_path)
+    hits = 0
+    for item in c.items("sheet"):
+        res = c.identify(item.path, method="dtw")
+        assert [m.kind for m in res.results] == ["audio"] * len(res.results)
+        top = res.results[0]
+        hits += top.piece == item.name
+        assert 0 <= top.location["start_s"] < top.location["end_s"]
+    assert hits >= 3
+
+
+def test_cli_identify_json_and_show(coll_path, tmp_path, capsys):
+    audio = Collection(coll_path).items("audio")[1]
+    out = tmp_path / "match.png"
+    assert main(["identify", "--db", str(coll_path), audio.path, "--json", "--top", "3",
+                 "--show", str(out)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["query"] == audio.path and len(res["results"]) <= 3
+    assert {"piece", "score", "location"} <= set(res["results"][0])
+    from PIL import Image
+
+    im = Image.open(out)
+    assert im.size[0] > 300 and im.size[1] > 300
+    px = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)  # the highlight is drawn
+    assert ((px[:, 0] > 200) & (px[:, 1] > 150) & (px[:, 2] < 150)).mean() > 0.002
+
+
+def test_index_list_and_remove(files, tmp_path, capsys):
+    db = tmp_path / "db"
+    assert main(["index", "add", "--db", str(db), str(files / "sheets"), "--quiet"]) == 0
+    assert main(["index", "list", "--db", str(db), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(listed["items"]) == 4
+    name = listed["items"][0]["name"]
+    assert main(["index", "remove", "--db", str(db), name]) == 0
+    c = Collection(db)
+    assert len(c) == 3 and name not in {i.name for i in c.items()}
+    ix, items, owner, _ = c.search_index("sheet")
+    assert ix.ntotal == sum(i.n for i in items) == len(owner)
+    assert main(["index", "remove", "--db", str(db), "no-such-item"]) == 1
+    assert "no item 'no-such-item'" in capsys.readouterr().err
+
+
+def test_approximate_index_above_threshold(files, tmp_path):
+    import faiss
+
+    c = Collection(tmp_path / "db", approx_threshold=10)
+    c.add([files / "sheets"], progress=False)
+    ix, items, _, _ = c.search_index("sheet")
+    assert isinstance(ix, faiss.IndexHNSWFlat) and ix.ntotal == sum(i.n for i in items)
+    exact = Collection(tmp_path / "db", index="exact")
+    assert isinstance(exact.search_index("sheet")[0], faiss.IndexFlatIP)
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic updates
+
+
+_KILL = """
+import os, sys
+from audiosheet.index import Collection
+orig = Collection._set
+def dying(self, key, value):
+    if key == "generation":
+        os._exit(9)  # killed inside the transaction, after the new index files were written
+    return orig(self, key, value)
+Collection._set = dying
+Collection(sys.argv[1]).add(sys.argv[2:], progress=False)
+"""
+
+
+def test_killed_add_leaves_the_previous_index_usable(files, tmp_path):
+    db = tmp_path / "db"
+    sheets = sorted((files / "sheets").glob("*.pdf"))
+    Collection(db).add(sheets[:2], progress=False)
+    before = Collection(db)
+    gen = before.settings["generation"]
+    r = subprocess.run([sys.executable, "-c", _KILL, str(db), *map(str, sheets[2:])],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 9
+    after = Collection(db)
+    assert [i.name for i in after.items()] == [i.name for i in before.items()]
+    assert after.settings["generation"] == gen
+    audio = sorted((files / "audio").glob("*.flac"))
+    after.add(audio[:1], progress=False)
+    assert after.identify(audio[0], method="vote").results  # fully usable
+    # leftovers of the killed add are gone, and adding the files again works
+    assert len(list((db / "items").glob("*.npz"))) == 3
+    assert len(Collection(db).add(sheets, progress=False).added) == 2
+
+
+def test_missing_faiss_file_is_rebuilt(files, tmp_path):
+    db = tmp_path / "db"
+    c = Collection(db)
+    c.add([files / "audio"], progress=False)
+    for f in (db / "faiss").iterdir():
+        f.unlink()
+    ix, items, _, _ = Collection(db).search_index("audio")
+    assert ix.ntotal == sum(i.n for i in items) > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_query_against_empty_collection(files, tmp_path, capsys):
+    db = tmp_path / "db"
+    Collection(db).add([files / "audio"], progress=False)  # recordings only: nothing for audio
+    audio = next((files / "audio").glob("*.flac"))
+    assert main(["identify", "--db", str(db), str(audio)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no scores" in err and "Traceback" not in err
+    with pytest.raises(IdentifyError):
+        identify(Collection(db), audio)
+    assert main(["identify", "--db", str(tmp_path / "nothing"), str(audio)]) == 1
+    assert "no collection here" in capsys.readouterr().err
+
+
+def _wav(path, audio, sr=22050):
+    import soundfile as sf
+
+    sf.write(path, audio, sr)
+    return path
+
+
+BAD = {  # file name → (how to make it, words of the one-line reason)
+    "corrupt.flac": (lambda p: p.write_bytes(b"fLaC\x00\x00\x00\x22" + bytes(range(256)) * 4),
+                     "corrupt"),
+    "notaudio.wav": (lambda p: p.write_text("RIFF? no, just text\n"), "not a readable audio file"),
+    "silent.wav": (lambda p: _wav(p, np.zeros(22050 * 3, np.float32)), "silent"),
+    "blank.png": (lambda p: p.write_bytes(_png(np.full((1100, 800), 250, np.uint8))), "blank page"),
+    "photo.png": (lambda p: p.write_bytes(_png((np.random.default_rng(0).random((600, 800)) * 255)
+                                               .astype(np.uint8))), "no staves found"),
+    "tiny.png": (lambda p: p.write_bytes(_png(np.zeros((120, 180), np.uint8))), "image too small"),
+    "locked.pdf": (lambda p: encrypted_pdf(p), "encrypted PDF"),
+    "empty.pdf": (lambda p: _empty_pdf(p), "PDF has no pages"),
+}
+
+
+@pytest.fixture()
+def bad_files(tmp_path) -> Path:
+    d = tmp_path / "bad"
+    d.mkdir()
+    for name, (make, _) in BAD.items():
+        make(d / name)
+    return d
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_query_is_one_line_error(coll_path, bad_files, name, capsys):
+    path = bad_files / name
+    assert main(["identify", "--db", str(coll_path), str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and BAD[name][1] in err, err
+    assert "Traceback" not in err
+
+
+def test_batch_add_keeps_good_files_and_reports_bad(files, bad_files, tmp_path, capsys):
+    good = sorted((files / "sheets").glob("*.pdf"))[:2] + sorted((files / "audio").glob("*.flac"))[:1]
+    for g in good:
+        (bad_files / g.name).write_bytes(g.read_bytes())
+    db = tmp_path / "db"
+    assert main(["index", "add", "--db", str(db), str(bad_files), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "added 3, already indexed 0, failed 8" in out
+    failed = [ln for ln in err.splitlines() if ln.startswith("FAILED")]
+    assert len(failed) == 8 and all(BAD[Path(ln.split(": ")[0][8:]).name][1] in ln for ln in failed)
+    assert "Traceback" not in err
+    assert len(Collection(db)) == 3
+
+
+def test_missing_path_in_batch(files, tmp_path, capsys):
+    db = tmp_path / "db"
+    assert main(["index", "add", "--db", str(db), str(tmp_path / "nope.pdf"),
+                 str(next((files / "sheets").glob("*.pdf"))), "--quiet"]) == 1
+    assert "nope.pdf: no such file or folder" in capsys.readouterr().err
+    assert len(Collection(db)) == 1
