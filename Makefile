@@ -19,11 +19,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/audiosheet corpus build --source music21 --out $(DEMO)/corpus --limit 12 --workers 2
-	$(BIN)/audiosheet corpus check $(DEMO)/corpus
-	$(BIN)/audiosheet corpus stats $(DEMO)/corpus --json
+	$(BIN)/audiosheet demo --out $(DEMO)
 	$(BIN)/audiosheet corpus show $(DEMO)/corpus --out $(DEMO)/alignment.png
-	@echo "alignment picture: $(DEMO)/alignment.png"
+	@echo "matched passage: $(DEMO)/match.png   alignment check: $(DEMO)/alignment.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -22,6 +22,22 @@ from audiosheet.model import load_checkpoint, read_checkpoint, save_checkpoint
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "audiosheet" / "pretrained"
 
 
+def _init(train: dict) -> dict | None:
+    """Where the run's encoders started: the checkpoints and, for a shipped model, its samples."""
+    paths = {k: train.get(f"init_{k}") for k in ("audio", "sheet") if train.get(f"init_{k}")}
+    if not paths:
+        return None
+    out = {k: Path(v).name for k, v in paths.items()}
+    for v in paths.values():
+        card = Path(v).with_suffix(".json")
+        if card.is_file():
+            prev = json.loads(card.read_text())
+            out["previous_card"] = {k: prev.get(k) for k in ("name", "samples_seen", "val_MRR")}
+            out["previous_card"]["strip_geometry"] = prev.get("corpus", {}).get(
+                "strip_geometry", "engraver boxes (before issue 4)")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run folder of `audiosheet train`")
@@ -63,7 +79,12 @@ def main() -> int:
                    "pieces": {s: len(corpus.split(s)) for s in ("train", "valid", "test")},
                    "options": corpus.manifest.get("options"),
                    "test_only": corpus.manifest.get("test_only_combination"),
-                   "build": "audiosheet corpus build --source music21 --out CORPUS --workers 2"},
+                   "strip_geometry": corpus.manifest.get("strip_geometry", "engraver boxes (before issue 4)"),
+                   "held_out_pieces": {pid: len(corpus.info(pid)["pages"]) for pid in corpus.split("test")},
+                   "build": "audiosheet corpus build --source music21 --out CORPUS --workers 2"
+                            + ("; audiosheet corpus restrip CORPUS" if corpus.manifest.get("strip_geometry")
+                               else "")},
+        "initialised_from": _init(train),
         "test_metrics": metrics["2000"],
         "test_metrics_10000": metrics["10000"],
         "command": f"audiosheet train --corpus CORPUS --config {cfg.name} --out {run.name} "

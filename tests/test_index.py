@@ -291,3 +291,14 @@ def test_missing_path_in_batch(files, tmp_path, capsys):
                  str(next((files / "sheets").glob("*.pdf"))), "--quiet"]) == 1
     assert "nope.pdf: no such file or folder" in capsys.readouterr().err
     assert len(Collection(db)) == 1
+
+
+def test_demo_end_to_end(tmp_path):
+    """`audiosheet demo` on two held-out pieces: files, collection, table, picture."""
+    from audiosheet.demo import run
+
+    s = run(tmp_path / "demo", pieces=2, queries=2, seconds=10.0, progress=False)
+    assert s["pieces"] == 2 and s["queries"] == 2 and Path(s["picture"]).is_file()
+    assert len(list((tmp_path / "demo" / "files" / "sheets").glob("*.pdf"))) == 2
+    rows = json.loads((tmp_path / "demo" / "demo.json").read_text())["rows"]
+    assert all(r["true"] in r["query"] and len(r["top3"]) == 2 for r in rows)

@@ -223,6 +223,14 @@ def _evaluate_pieces(a) -> int:
     return 0
 
 
+def _demo(a) -> int:
+    from .demo import run
+
+    run(a.out, pieces=a.pieces, queries=a.queries, seconds=a.seconds, model=a.model, seed=a.seed,
+        progress=not a.quiet)
+    return 0
+
+
 def _models(a) -> int:
     from .model import shipped_models
 
@@ -397,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--show", default=None, metavar="OUT.png",
                    help="write the matched page with the passage highlighted")
     q.set_defaults(func=_identify)
+
+    d = sub.add_parser("demo", help="index a few held-out scores and identify recordings of them")
+    d.add_argument("--out", required=True, help="folder for the pieces, files, collection and picture")
+    d.add_argument("--pieces", type=int, default=8)
+    d.add_argument("--queries", type=int, default=6)
+    d.add_argument("--seconds", type=float, default=20.0, help="length of each audio excerpt")
+    d.add_argument("--model", default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=_demo)
 
     m = sub.add_parser("models", help="list the models shipped inside the package")
     m.add_argument("--json", action="store_true")

