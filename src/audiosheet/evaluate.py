@@ -106,7 +106,7 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
         if rep.failed:
             raise ValueError(f"{corpus}: {len(rep.failed)} file(s) could not be indexed, e.g. {rep.failed[0][1]}")
     rng = np.random.default_rng(seed)
-    ranks_, lat = [], []
+    ranks_, lat, per = [], [], []
     for pid in tqdm(ids, desc=f"{direction} {method}", unit="query", disable=not progress):
         if direction == "a2s":
             info = c.info(pid)["performances"][0]
@@ -114,17 +114,22 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
             t0 = float(rng.uniform(0, max(dur - query_seconds, 0.0)))
             res = identify(coll, work / "audio" / f"{pid}.flac", method=method, top=10**6,
                            start=t0, end=t0 + query_seconds)
+            what = f"{t0:.1f}-{t0 + query_seconds:.1f} s"
         else:
             n = len(c.info(pid)["pages"])
             page = int(rng.integers(n))
             res = identify(coll, c.piece_dir(pid) / f"page_{page + 1}.png", method=method, top=10**6)
+            what = f"page {page + 1}"
         lat.append(res.latency_s)
         names = [m.piece for m in res.results]
         ranks_.append(names.index(pid) + 1 if pid in names else np.inf)
+        per.append({"piece": pid, "query": what, "rank": ranks_[-1] if np.isfinite(ranks_[-1]) else None,
+                    "top": names[:3], "latency_s": round(res.latency_s, 3)})
     r = np.asarray(ranks_, float)
     return {"top1": float(np.mean(r <= 1)), "top5": float(np.mean(r <= 5)),
             "MRR": float(np.mean(1.0 / r)), "queries": len(r), "pieces": len(ids),
             "latency_s": float(np.median(lat)), "latency_p90_s": float(np.percentile(lat, 90)),
             "direction": direction, "method": method,
             "query": f"{query_seconds:g} s excerpt" if direction == "a2s" else "one page",
-            "split": split, "model": coll.model_name, "collection_items": len(coll)}
+            "split": split, "model": coll.model_name, "collection_items": len(coll),
+            "per_query": per}
