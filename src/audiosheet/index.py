@@ -36,8 +36,8 @@ DEFAULT_MODEL = "snippet-bl2-att84"
 SHEET_HOP = 10  # strip columns between indexed sheet snippets (20 px of the normalised page)
 AUDIO_HOP = 5  # spectrogram frames between indexed audio snippets (0.25 s)
 # vectors of one kind above which "auto" uses an approximate (HNSW) index: exact search of 100
-# query snippets costs ~0.1 s per 100k vectors on 2 cores, HNSW ~10 ms at any size here
-APPROX_THRESHOLD = 250_000
+# query snippets costs ~0.12 s per 100k vectors on one core here, HNSW ~10 ms at 600k
+APPROX_THRESHOLD = 100_000
 HNSW_M, HNSW_EF_SEARCH = 32, 96
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
 
