@@ -36,7 +36,7 @@ class Embedder:
     (N, 80, 100) or (N, 1, 80, 100) with ink = 1, paper = 0.
     """
 
-    def __init__(self, model, batch: int = 100, jit: bool = True, bf16: bool = True):
+    def __init__(self, model, batch: int = 32, jit: bool = True, bf16: bool = True):
         if not isinstance(model, nn.Module):
             model = load_model(model)
         self.model = model.for_inference().requires_grad_(False)

@@ -99,7 +99,7 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
     coll = Collection(work / f"collection-{tag}", model=model)
     kind = "sheets" if direction == "a2s" else "audio"
     suffix = ".pdf" if direction == "a2s" else ".flac"
-    have = {i.name for i in coll.items()}
+    have = {i.name for i in coll.items("sheet" if direction == "a2s" else "audio")}
     todo = [work / kind / f"{pid}{suffix}" for pid in ids if pid not in have]
     if todo:
         rep = coll.add(todo, progress=progress)

@@ -7,7 +7,8 @@ A query is cut into snippets with the same front ends as indexed files and embed
   items ranked by votes, the passage is the densest run of votes in the item;
 * ``dtw``: the vote shortlist re-ranked by subsequence dynamic time warping between the query's
   whole embedding sequence and each candidate's, since a query is usually an excerpt of a piece;
-  the passage is where the warping path starts and ends.
+  the passage is where the warping path starts and ends. In an item much longer than the query,
+  only the stretch around its densest votes is warped (at most 3 × ``MAX_STEP`` × query length).
 """
 from __future__ import annotations
 
@@ -225,10 +226,15 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
                                  items[i].id, target, items[i].path, locate(d, j0, j1)))
     else:
         scored = []
+        span = MAX_STEP * len(q)  # the most item snippets a path through the query can cover
         for i in order[:max(shortlist, top)]:
             d = coll.data(items[i])
-            cost, j0, j1 = subsequence_dtw(1.0 - q @ d["emb"].T)
-            scored.append((cost, i, j0, j1, d))
+            lo, hi = 0, len(d["emb"])
+            if hi > 3 * span:  # a long item: only around where its votes are densest
+                a, b = densest_run(rows[owner[rows] == i] - starts[i], span)
+                lo, hi = max(a - span, 0), min(b + span + 1, hi)
+            cost, j0, j1 = subsequence_dtw(1.0 - q @ d["emb"][lo:hi].T)
+            scored.append((cost, i, j0 + lo, j1 + lo, d))
         scored.sort(key=lambda x: x[0])
         for cost, i, j0, j1, d in scored[:top]:
             score = 1.0 - cost if np.isfinite(cost) else 0.0
