@@ -77,7 +77,8 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
     indexed into a collection from their pixels or audio alone; each piece is then queried once:
     a2s with a ``query_seconds`` excerpt of its recording (seeded start), s2a with one page of its
     score (seeded). Reports top-1, top-5, MRR, and the median latency of one query (decode or
-    read, front end, embedding, search, vote/dtw).
+    read, front end, embedding, search, vote/dtw). A piece that ``dtw`` does not rank (outside its
+    vote shortlist) counts as not found (reciprocal rank 0).
     """
     from tqdm import tqdm
 

@@ -193,7 +193,8 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
 
     Audio query → scores, each with the matched passage's page, system and x-range; score query
     (image or PDF) → recordings with the matched time span. ``start``/``end``: an excerpt of an
-    audio query, seconds.
+    audio query, seconds. ``dtw`` ranks the ``shortlist`` items with most votes, so it returns at
+    most that many results; ``vote`` returns up to ``top`` items that got votes.
     """
     if method not in METHODS:
         raise IdentifyError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -227,7 +228,7 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     else:
         scored = []
         span = MAX_STEP * len(q)  # the most item snippets a path through the query can cover
-        for i in order[:max(shortlist, top)]:
+        for i in order[:shortlist]:
             d = coll.data(items[i])
             lo, hi = 0, len(d["emb"])
             if hi > 3 * span:  # a long item: only around where its votes are densest
