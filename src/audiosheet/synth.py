@@ -6,7 +6,6 @@ is warped into performance time and every onset is moved with it.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -62,11 +61,10 @@ def available_soundfonts(which: str = "bundled") -> dict[str, Path]:
 
 @lru_cache(maxsize=16)
 def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a SoundFont (cached: they do not change while we run)."""
+    from .index import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def combinations(soundfonts: dict[str, Path]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
