@@ -1,6 +1,6 @@
 """Identification at collection scale: page ingestion speed, audio-query latency, index size.
 
-    python benchmarks/identify.py [--files /work/data/eval/test] [--db DIR] [--pieces 1000]
+    python benchmarks/identify.py --files EXPORT --db DIR [--pieces 1000]
         [--queries 30] [--query-seconds 30] [--threads 2] [--real N] [--seed 0] [--embed-batch B]
         [--json OUT]
 
@@ -219,9 +219,9 @@ def size(coll: Collection, items: list) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=Path, default=Path("/work/data/eval/test"),
+    ap.add_argument("--files", type=Path, required=True,
                     help="FILES/sheets/*.pdf, FILES/audio/*.flac")
-    ap.add_argument("--db", type=Path, default=Path("/work/data/bench-identify/db"))
+    ap.add_argument("--db", type=Path, required=True, help="collection folder (built if missing)")
     ap.add_argument("--real", type=int, default=0, help="index only the first N PDFs (default: all)")
     ap.add_argument("--pieces", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=30)
