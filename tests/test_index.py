@@ -166,6 +166,9 @@ def test_approximate_index_above_threshold(files, tmp_path):
     assert isinstance(ix, faiss.IndexHNSWFlat) and ix.ntotal == sum(i.n for i in items)
     exact = Collection(tmp_path / "db", index="exact")
     assert isinstance(exact.search_index("sheet")[0], faiss.IndexFlatIP)
+    assert main(["index", "add", "--db", str(tmp_path / "db2"), str(files / "sheets"), "--quiet",
+                 "--approx-threshold", "10"]) == 0
+    assert isinstance(Collection(tmp_path / "db2").search_index("sheet")[0], faiss.IndexHNSWFlat)
 
 
 # ----------------------------------------------------------------------------------------------

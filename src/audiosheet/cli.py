@@ -140,7 +140,7 @@ def _collection(a, create: bool = False):
     from .index import Collection
 
     return Collection(a.db, model=getattr(a, "model", None), index=getattr(a, "index", None),
-                      create=create)
+                      approx_threshold=getattr(a, "approx_threshold", None), create=create)
 
 
 def _index_add(a) -> int:
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "shipped one); an existing collection keeps its own")
     ia.add_argument("--index", choices=["auto", "exact", "approx"], default=None,
                     help="FAISS index: exact, approximate (HNSW), or auto by size (default auto)")
+    ia.add_argument("--approx-threshold", type=int, default=None, metavar="N",
+                    help="auto: vectors of one kind above which the index is approximate "
+                         "(default 100,000)")
     ia.add_argument("--quiet", action="store_true")
     ia.set_defaults(func=_index_add)
     il = ixs.add_parser("list", help="the items of a collection")
