@@ -262,6 +262,30 @@ def ranking_loss(sheet: torch.Tensor, audio: torch.Tensor, margin: float = 0.7,
     return loss
 
 
+class ProjectionHead(nn.Module):
+    """SimCLR projection head for pre-training one encoder (dropped afterwards):
+    Linear(d → hidden) + BatchNorm + ReLU + Linear(hidden → out), L2-normalised."""
+
+    def __init__(self, dim: int = 32, hidden: int = 512, out: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                 nn.Linear(hidden, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x.float()), dim=1)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent (SimCLR): row i of ``z1`` and of ``z2`` are two views of one snippet; each of the
+    2B views must pick its partner among the other 2B − 1 by cosine similarity / temperature."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = z @ z.T / temperature
+    n = len(z1)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: one safetensors file holding the weights and, in its metadata, the model config.
 
