@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/corpus_build.py --limit 40 --out bench_out/corpus40
 	$(BIN)/python benchmarks/train_throughput.py --config bl2 --corpus bench_out/corpus40
 	$(BIN)/python benchmarks/train_throughput.py --config bl2_att84 --corpus bench_out/corpus40
+	$(BIN)/python benchmarks/augment_speed.py --steps 5
 	$(BIN)/audiosheet corpus export bench_out/corpus40 --split all --out bench_out/files40 --quiet
 	$(BIN)/python benchmarks/identify.py --files bench_out/files40 --db bench_out/identify-db --pieces 1000
 
