@@ -165,13 +165,19 @@ def audio_location(d: dict, j0: int, j1: int) -> dict:
 # queries
 
 
+def query_kind(path: Path) -> str:
+    """"sheet" or "audio" by the file's suffix; ``IdentifyError`` for anything else."""
+    kind = file_kind(path)
+    if kind is None:
+        raise IdentifyError(f"{path}: not a sheet-music or audio file (suffix '{path.suffix or '(none)'}')")
+    return kind
+
+
 def embed_query(coll: Collection, query: str | Path, start: float | None = None,
                 end: float | None = None) -> tuple[str, np.ndarray, dict]:
     """(kind, embedding sequence (n, d), info) of a query file."""
     path = Path(query)
-    kind = file_kind(path)
-    if kind is None:
-        raise IdentifyError(f"{path}: not a sheet-music or audio file (suffix '{path.suffix or '(none)'}')")
+    kind = query_kind(path)
     emb = coll.embedder
     if kind == "audio":
         from .audio import ingest_audio
@@ -202,12 +208,11 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     path = Path(query)
     if not path.exists():
         raise IdentifyError(f"{path}: no such file")
-    target = {"audio": "sheet", "sheet": "audio"}.get(file_kind(path) or "", None)
-    if target is not None:
-        ix, items, owner, starts = coll.search_index(target)
-        if ix.ntotal == 0:
-            raise IdentifyError(f"{coll.root}: the collection has no {'scores' if target == 'sheet' else 'recordings'}"
-                                f" to match {path.name} against (index add some first)")
+    target = {"audio": "sheet", "sheet": "audio"}[query_kind(path)]
+    ix, items, owner, starts = coll.search_index(target)
+    if ix.ntotal == 0:
+        raise IdentifyError(f"{coll.root}: the collection has no {'scores' if target == 'sheet' else 'recordings'}"
+                            f" to match {path.name} against (index add some first)")
     kind, q, info = embed_query(coll, path, start, end)
     q = np.ascontiguousarray(q, np.float32)
     pick = np.unique(np.linspace(0, len(q) - 1, min(VOTE_SNIPPETS, len(q))).round().astype(int))

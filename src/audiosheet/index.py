@@ -24,9 +24,9 @@ import os
 import sqlite3
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -42,6 +42,7 @@ HNSW_M, HNSW_EF_SEARCH = 32, 96
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
 
 KINDS = ("sheet", "audio")
+INDEX_MODES = ("auto", "exact", "approx")
 
 
 class CollectionError(ValueError):
@@ -154,8 +155,7 @@ class Collection:
         if approx_threshold is not None and approx_threshold != self.settings["approx_threshold"]:
             changes["approx_threshold"] = int(approx_threshold)
         if changes:
-            if changes.get("index", "auto") not in ("auto", "exact", "approx"):
-                raise CollectionError(f"{self.root}: index must be auto, exact or approx")
+            self._check_index_mode(changes.get("index", "auto"))
             with self._writing():
                 with self.db:
                     for k, v in changes.items():
@@ -167,8 +167,7 @@ class Collection:
     def _create(self, model: str, index: str, threshold: int) -> None:
         from .model import read_checkpoint, resolve_model
 
-        if index not in ("auto", "exact", "approx"):
-            raise CollectionError(f"{self.root}: index must be auto, exact or approx, not {index!r}")
+        self._check_index_mode(index)
         try:
             ckpt = resolve_model(model)
         except ValueError as exc:
@@ -194,20 +193,31 @@ class Collection:
         db.close()
         os.replace(tmp, self.root / "collection.sqlite")  # the collection exists only when complete
 
+    def _check_index_mode(self, index: str) -> None:
+        if index not in INDEX_MODES:
+            raise CollectionError(f"{self.root}: index must be {', '.join(INDEX_MODES)}, not {index!r}")
+
     def _set(self, key: str, value) -> None:
         self.db.execute("insert or replace into settings values (?, ?)", (key, json.dumps(value)))
         self.settings[key] = value
 
-    def _check_model(self, model: str) -> None:
+    def _recorded_model(self, model: str, missing: Callable[[Exception], str], differs: str) -> Path:
+        """The checkpoint of ``model`` if it is the one this collection was indexed with;
+        ``CollectionError(missing(exc))`` if it cannot be found, ``CollectionError(differs)`` if
+        it is another."""
         from .model import resolve_model
 
         try:
-            sha = sha256_file(resolve_model(model))
+            ckpt = resolve_model(model)
         except ValueError as exc:
-            raise CollectionError(str(exc)) from None
-        if sha != self.settings["model_sha256"]:
-            raise CollectionError(f"{self.root}: indexed with model {self.settings['model']}, not "
-                                  f"{model}; models cannot be mixed (use another --db)")
+            raise CollectionError(missing(exc)) from None
+        if sha256_file(ckpt) != self.settings["model_sha256"]:
+            raise CollectionError(differs)
+        return ckpt
+
+    def _check_model(self, model: str) -> None:
+        self._recorded_model(model, str, f"{self.root}: indexed with model {self.settings['model']}, "
+                             f"not {model}; models cannot be mixed (use another --db)")
 
     @property
     def model_name(self) -> str:
@@ -218,15 +228,13 @@ class Collection:
         """The collection's model, ready for inference (loaded on first use)."""
         if self._embedder is None:
             from .embed import Embedder
-            from .model import load_model, resolve_model
+            from .model import load_model
 
-            try:
-                ckpt = resolve_model(self.settings["model"])
-            except ValueError as exc:
-                raise CollectionError(f"{self.root}: its model is not available here ({exc})") from None
-            if sha256_file(ckpt) != self.settings["model_sha256"]:
-                raise CollectionError(f"{self.root}: model {self.settings['model']} here differs from "
-                                      f"the one the collection was indexed with; re-index into a new --db")
+            name = self.settings["model"]
+            ckpt = self._recorded_model(
+                name, lambda exc: f"{self.root}: its model is not available here ({exc})",
+                f"{self.root}: model {name} here differs from the one the collection was indexed "
+                f"with; re-index into a new --db")
             self._embedder = Embedder(load_model(ckpt))
         return self._embedder
 
@@ -302,8 +310,7 @@ class Collection:
             from .pages import ingest_sheet
 
             ing = ingest_sheet(path, hop=self.settings["sheet_hop"])
-            e = np.concatenate([emb.sheet(ing.snippets[i:i + 2000])
-                                for i in range(0, len(ing.snippets), 2000)])
+            e = emb.sheet(ing.snippets)
             st, loc = ing.strip, ing.locations
             arrays = dict(emb=e.astype(np.float16), column=loc.column, page=loc.page,
                           system=loc.system, x0=loc.x0.astype(np.float32), x1=loc.x1.astype(np.float32),
@@ -315,14 +322,13 @@ class Collection:
         from .audio import ingest_audio
 
         ing = ingest_audio(path, context=emb.config.context, hop=self.settings["audio_hop"])
-        e = np.concatenate([emb.audio(ing.snippets[i:i + 2000])
-                            for i in range(0, len(ing.snippets), 2000)])
+        e = emb.audio(ing.snippets)
         info = {"seconds": round(ing.seconds, 3), "sample_rate": ing.sample_rate,
                 "channels": ing.channels}
         return dict(emb=e.astype(np.float16), frame=ing.centres, fps=np.float32(ing.fps)), info, len(e)
 
     def add(self, paths: Iterable[str | Path], names: dict[str, str] | None = None,
-            progress: bool = True, log=None) -> AddReport:
+            progress: bool = True) -> AddReport:
         """Index files and folders (recursively). A file whose content is already indexed is left
         alone; a file that cannot be read is reported in ``failed`` and the others are added.
         ``names``: piece name per path (default: the file name without its suffix)."""
@@ -387,11 +393,7 @@ class Collection:
                 item.id = cur.lastrowid
             for kind in KINDS:
                 new = [a["emb"] for it, a in pending if it.kind == kind]
-                if new or not (self.root / "faiss" / f"{kind}.{gen - 1}.faiss").exists():
-                    self._write_index(kind, gen, append=new)
-                else:
-                    os.link(self.root / "faiss" / f"{kind}.{gen - 1}.faiss",
-                            self.root / "faiss" / f"{kind}.{gen}.faiss")
+                self._next_index(kind, gen, append=new)
             self._set("generation", gen)
         self._clean()
         return [it for it, _ in pending]
@@ -404,7 +406,7 @@ class Collection:
             with self.db:
                 self.db.execute("delete from items where id = ?", (item.id,))
                 for kind in KINDS:
-                    self._write_index(kind, gen, rebuild=kind == item.kind)
+                    self._next_index(kind, gen, rebuild=kind == item.kind)
                 self._set("generation", gen)
             self._cache.pop(item.id, None)
             self._clean()
@@ -426,6 +428,16 @@ class Collection:
             ix.hnsw.efConstruction = 80
             return ix
         return faiss.IndexFlatIP(d)
+
+    def _next_index(self, kind: str, gen: int, append: list[np.ndarray] = (),
+                    rebuild: bool = False) -> None:
+        """Generation ``gen``'s FAISS file of ``kind``: the current one hard-linked when nothing
+        of that kind changes, else written by ``_write_index``."""
+        old = self.root / "faiss" / f"{kind}.{self.settings['generation']}.faiss"
+        if rebuild or append or not old.exists():
+            self._write_index(kind, gen, append=list(append), rebuild=rebuild)
+        else:
+            os.link(old, self.root / "faiss" / f"{kind}.{gen}.faiss")
 
     def _write_index(self, kind: str, gen: int, append: list[np.ndarray] | None = None,
                      rebuild: bool = False) -> None:
@@ -526,6 +538,3 @@ class Collection:
     def __exit__(self, *exc):
         self.close()
 
-
-def item_dict(item: Item) -> dict:
-    return asdict(item)

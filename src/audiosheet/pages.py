@@ -919,14 +919,6 @@ def ingest_sheet(path: str | Path, hop: int = 10, dpi: float = PDF_DPI) -> Sheet
     Pages without staves (title pages, blank pages) are skipped and listed in ``skipped``;
     ``PageError`` if no page has any. Page numbers everywhere are those of the file (from 0).
     """
-    pages = iter_pages(path, dpi)
-    n = [0]
-
-    def counted():
-        for page in pages:
-            n[0] += 1
-            yield page
-
-    layouts, skipped, strip = read_systems(counted(), path)
+    layouts, skipped, strip = read_systems(iter_pages(path, dpi), path)
     snippets, locations = sheet_snippets(strip, hop)
-    return SheetIngest(str(path), n[0], layouts, skipped, strip, snippets, locations)
+    return SheetIngest(str(path), len(strip.sizes), layouts, skipped, strip, snippets, locations)

@@ -139,15 +139,16 @@ def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) ->
             ImageDraw.Draw(im).text((10, 8), f"page {no}", fill=(200, 0, 0), font=font)
             panels.append(im)
     else:
-        from .audio import ingest_audio
+        from .audio import load_audio
+        from .spectrogram import DEFAULT, spectrogram
 
         first = next(iter(iter_pages(ident.query)))
         panels.append(Image.fromarray(first).convert("RGB"))
-        ing = ingest_audio(m.path, hop=10**6)
+        wave = load_audio(m.path)
         w = panels[0].width
-        spec = _spectrogram_image(ing.spec, w, 160)
+        spec = _spectrogram_image(spectrogram(wave), w, 160)
         d = ImageDraw.Draw(spec, "RGBA")
-        total = max(ing.seconds, 1e-6)
+        total = max(len(wave) / DEFAULT.sample_rate, 1e-6)
         x0, x1 = (m.location["start_s"] / total * w, m.location["end_s"] / total * w)
         d.rectangle([x0, 0, max(x1, x0 + 2), 159], fill=(255, 200, 0, 90), outline=(230, 80, 0, 255), width=3)
         d.text((4, 4), f"{Path(m.path).name}: {m.location['start_s']:.1f}-{m.location['end_s']:.1f} s "
