@@ -64,3 +64,14 @@ def corpus(tmp_path_factory, sources) -> Path:
     out = tmp_path_factory.mktemp("corpus") / "c"
     build(str(sources), out, workers=1, options=BuildOptions(seed=3), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def files(corpus, tmp_path_factory) -> Path:
+    """The test corpus as a user's files: sheets/ID.pdf and audio/ID.flac."""
+    from audiosheet.corpus import export
+
+    out = tmp_path_factory.mktemp("files")
+    r = export(corpus, out, split="all", workers=1, progress=False)
+    assert not r["failed"] and len(r["pieces"]) == 4
+    return out

@@ -15,19 +15,10 @@ pytest.importorskip("faiss")
 
 from audiosheet import Collection  # noqa: E402
 from audiosheet.cli import main  # noqa: E402
-from audiosheet.corpus import Corpus, export  # noqa: E402
+from audiosheet.corpus import Corpus  # noqa: E402
 from audiosheet.identify import IdentifyError, densest_run, identify, subsequence_dtw  # noqa: E402
 from audiosheet.index import CollectionError  # noqa: E402
 from tests.test_pages import _empty_pdf, _png, encrypted_pdf  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def files(corpus, tmp_path_factory) -> Path:
-    """The test corpus as a user's files: sheets/ID.pdf and audio/ID.flac."""
-    out = tmp_path_factory.mktemp("files")
-    r = export(corpus, out, split="all", workers=1, progress=False)
-    assert not r["failed"] and len(r["pieces"]) == 4
-    return out
 
 
 @pytest.fixture(scope="session")

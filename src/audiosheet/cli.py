@@ -87,6 +87,26 @@ def _train(a) -> int:
     return 0
 
 
+def _pretrain(a) -> int:
+    from .pretrain import PretrainConfig, pretrain
+
+    if a.resume:
+        summary = pretrain(None, a.out, resume=True, max_steps=a.max_steps, workers=a.workers,
+                           progress=not a.quiet)
+    else:
+        if not a.modality or not a.data:
+            raise ValueError("pretrain: --modality and --data are needed for a new run")
+        kw = {k: getattr(a, k) for k in ("batch", "lr", "temperature", "seed", "threads", "max_minutes",
+                                         "checkpoint_every") if getattr(a, k) is not None}
+        if a.augment:
+            kw["augment"] = json.loads(a.augment)
+        cfg = PretrainConfig(modality=a.modality, model=a.config, **kw)
+        summary = pretrain(a.data, a.out, cfg, max_steps=a.max_steps, workers=a.workers,
+                           progress=not a.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
 def _fit_cca(a) -> int:
     from pathlib import Path
 
@@ -134,6 +154,18 @@ def _corpus_export(a) -> int:
         print(f"{a.dir}: piece {pid}: {reason}", file=sys.stderr)
     print(json.dumps({"exported": len(r["pieces"]), "failed": len(r["failed"]), "out": a.out}))
     return 1 if r["failed"] else 0
+
+
+def _corpus_pool(a) -> int:
+    from .pool import PoolOptions, build_pool
+
+    opts = PoolOptions(seed=a.seed, polyphonic=a.polyphonic, monophonic=a.monophonic,
+                       soundfonts=a.soundfonts)
+    r = build_pool(a.dir, a.out, opts, workers=a.workers, progress=not a.quiet)
+    for pid, reason in sorted(r.pop("failures").items()):
+        print(f"{a.dir}: pool piece {pid}: {reason}", file=sys.stderr)
+    print(json.dumps(r))
+    return 0 if r["pieces"] else 1
 
 
 def _collection(a, create: bool = False):
@@ -297,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=_corpus_export)
 
+    o = cs.add_parser("pool", help="unlabelled pre-training pool: pages (PDF) and recordings (FLAC) "
+                      "of the corpus's training pieces and folk tunes, other styles and SoundFonts")
+    o.add_argument("dir", help="the aligned corpus (its valid/test pieces are kept out)")
+    o.add_argument("--out", required=True)
+    o.add_argument("--polyphonic", type=int, default=None, help="training pieces to use (default all)")
+    o.add_argument("--monophonic", type=int, default=300, help="single-line tunes to add")
+    o.add_argument("--soundfonts", default="all", choices=["bundled", "all"])
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--workers", type=int, default=2)
+    o.add_argument("--quiet", action="store_true")
+    o.set_defaults(func=_corpus_pool)
+
     s = cs.add_parser("stats", help="corpus summary")
     s.add_argument("dir")
     s.add_argument("--json", action="store_true", help="one JSON object")
@@ -332,6 +376,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    pt = sub.add_parser("pretrain", help="self-supervised contrastive (SimCLR) pre-training of the "
+                        "audio or sheet encoder on any folders of recordings or pages (resumable)")
+    pt.add_argument("--modality", choices=["audio", "sheet"], help="the encoder to pre-train")
+    pt.add_argument("--data", nargs="+", help="files or folders (recursive) of recordings or pages")
+    pt.add_argument("--out", required=True, help="run folder (last.safetensors: use with train "
+                    "--init-audio/--init-sheet)")
+    pt.add_argument("--config", default="bl2_att84", help="model config whose encoder is pre-trained")
+    pt.add_argument("--max-steps", type=int, default=None, help="stop after N steps (default 1000)")
+    pt.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    pt.add_argument("--resume", action="store_true", help="continue the run in --out after a stop")
+    pt.add_argument("--batch", type=int, default=None, help="default: 128 audio, 256 sheet")
+    pt.add_argument("--lr", type=float, default=None, help="default: 1e-3 audio, 5e-4 sheet")
+    pt.add_argument("--temperature", type=float, default=None, help="default: 0.6 audio, 0.5 sheet")
+    pt.add_argument("--augment", default=None, help="JSON overrides of the augmentation settings, "
+                    "e.g. '{\"p_stretch\": 0.6}'")
+    pt.add_argument("--checkpoint-every", type=int, default=None, help="steps (default 25)")
+    pt.add_argument("--seed", type=int, default=None)
+    pt.add_argument("--threads", type=int, default=None)
+    pt.add_argument("--workers", type=int, default=2, help="processes reading the files")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.set_defaults(func=_pretrain)
 
     f = sub.add_parser("fit-cca", help="fit a model's CCA statistics on training pairs after training "
                        "(choosing the canonical-correlation weighting on validation)")
