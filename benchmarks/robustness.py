@@ -7,7 +7,8 @@ VARIANTS is the folder written by `audiosheet corpus variants CORPUS --out VARIA
 variant); "clean" is CORPUS itself. For each model and variant: snippet retrieval MRR on a 2,000-pair
 test pool, both directions (`evaluate_snippets`), and piece identification top-1 with 30-s audio
 excerpts against the indexed scores, dtw (`evaluate_pieces`, a2s). Results are written to the JSON
-after every cell and cells already there are skipped, so an interrupted run resumes.
+after every cell and cells already there are skipped, so an interrupted run resumes. The performed
+variants reuse the score collections of the variant with the same pages (run clean and scanned first).
 """
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ from audiosheet.evaluate import evaluate_pieces, evaluate_snippets
 from audiosheet.model import resolve_model
 
 VARIANTS = ("clean", "scanned", "performed", "scanned+performed")
+
+
+def _shared_work(corpus: str, v: str, variants: str, split: str) -> Path | None:
+    """Work folder for a ``performed`` variant: its own recordings, but the sheets and score
+    collections of the variant with the same pages (clean or scanned) linked in, so the scores are
+    indexed once per model and page variant (a2s indexes only scores)."""
+    if "performed" not in v:
+        return None
+    base_v = "clean" if v == "performed" else "scanned"
+    base = (Path(corpus) if base_v == "clean" else Path(variants) / base_v) / "eval" / split
+    work = Path(variants) / v / "eval" / split
+    work.mkdir(parents=True, exist_ok=True)
+    for item in [base / "sheets", *sorted(base.glob("collection-*"))]:
+        link = work / item.name
+        if item.exists() and not link.exists():
+            link.symlink_to(item.resolve(), target_is_directory=True)
+    return work
 
 
 def _model(path: str) -> str:
@@ -54,7 +72,8 @@ def main() -> None:
                 r = evaluate_snippets(corpus, model, split=a.split, pairs=a.pairs, seed=0)
                 cell["snippets"] = {d: r[d] for d in ("a2s", "s2a")}
             if "pieces" not in cell and not a.no_pieces:
-                r = evaluate_pieces(corpus, a.split, "a2s", "dtw", a.query_seconds, model=model)
+                work = _shared_work(a.corpus, v, a.variants, a.split)
+                r = evaluate_pieces(corpus, a.split, "a2s", "dtw", a.query_seconds, model=model, work=work)
                 cell["pieces"] = {k: r[k] for k in ("top1", "top5", "MRR", "queries", "latency_s")}
             cell["model"] = model
             res[key] = cell

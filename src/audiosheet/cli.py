@@ -280,6 +280,36 @@ def _models(a) -> int:
     return 0
 
 
+def _corpus_variants(a) -> int:
+    from .variants import make_variants
+
+    names = [n.strip() for n in a.variants.split(",") if n.strip()]
+    r = make_variants(a.dir, a.out, variants=names, split=a.split, seed=a.seed, workers=a.workers,
+                      limit=a.limit, progress=not a.quiet)
+    for name, v in r["variants"].items():
+        for pid, reason in sorted(v["failed"].items()):
+            print(f"{a.out}/{name}: piece {pid}: {reason}", file=sys.stderr)
+    print(json.dumps({"out": a.out, "seconds": r["seconds"], **{
+        name: {k: (len(x) if k == "failed" else x) for k, x in v.items()}
+        for name, v in r["variants"].items()}}))
+    return 0 if all(v["pieces"] for v in r["variants"].values()) else 1
+
+
+def _add_corpus_variants(cs) -> None:
+    v = cs.add_parser("variants", help="degraded copies of a split, each a corpus of its own: "
+                      "scanned pages, performed (expressive, room, noise) audio, or both (resumable)")
+    v.add_argument("dir", help="the source corpus")
+    v.add_argument("--out", required=True, help="folder for the variants: OUT/NAME per variant")
+    v.add_argument("--variants", default="scanned,performed,scanned+performed",
+                   help="comma-separated: scanned, performed, scanned+performed")
+    v.add_argument("--split", default="test", help="split to copy ('all': every piece, own split)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--limit", type=int, default=None, help="only the first N pieces of the split")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=_corpus_variants)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiosheet", description="Link music recordings with sheet music.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -328,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--workers", type=int, default=2)
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=_corpus_export)
+    _add_corpus_variants(cs)
 
     o = cs.add_parser("pool", help="unlabelled pre-training pool: pages (PDF) and recordings (FLAC) "
                       "of the corpus's training pieces and folk tunes, other styles and SoundFonts")

@@ -260,10 +260,16 @@ def restrip(root: str | Path, workers: int = 2, progress: bool = True) -> dict:
 
 
 def performance_audio(root: str | Path, piece_id: str, perf: int = 0) -> np.ndarray:
-    """The audio of a stored performance, re-made from the piece's score, layout style and
+    """The audio of a stored performance: its perf_K.flac where the piece has one (--keep-audio,
+    the recorded variants of ``variants``), else re-made from the piece's score, layout style and
     performance record (the corpus keeps spectrograms, not audio). Deterministic: its spectrogram
     is the stored one."""
     c = Corpus(root)
+    flac = c.piece_dir(piece_id) / f"perf_{perf}.flac"
+    if flac.is_file():
+        import soundfile as sf
+
+        return sf.read(flac, dtype="float32")[0]
     info = c.info(piece_id)
     with gzip.open(c.root / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
         xml = f.read()
