@@ -7,7 +7,8 @@ VARIANTS is the folder written by `audiosheet corpus variants CORPUS --out VARIA
 variant); "clean" is CORPUS itself. For each model and variant: snippet retrieval MRR on a 2,000-pair
 test pool, both directions (`evaluate_snippets`), and piece identification top-1 with 30-s audio
 excerpts against the indexed scores, dtw (`evaluate_pieces`, a2s). Results are written to the JSON
-after every cell and cells already there are skipped, so an interrupted run resumes. The performed
+after every cell (merged with what is there, so runs for different models can share the file) and
+cells already there are skipped, so an interrupted run resumes. The performed
 variants reuse the score collections of the variant with the same pages (run clean and scanned first).
 """
 from __future__ import annotations
@@ -76,8 +77,11 @@ def main() -> None:
                 r = evaluate_pieces(corpus, a.split, "a2s", "dtw", a.query_seconds, model=model, work=work)
                 cell["pieces"] = {k: r[k] for k in ("top1", "top5", "MRR", "queries", "latency_s")}
             cell["model"] = model
-            res[key] = cell
-            out.write_text(json.dumps(res, indent=1) + "\n")
+            res = json.loads(out.read_text()) if out.exists() else {}  # another run may have
+            res[key] = {**res.get(key, {}), **cell}  # written other cells meanwhile
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(res, indent=1) + "\n")
+            tmp.replace(out)
             s = cell["snippets"]
             top1 = f"{cell['pieces']['top1']:.3f}" if "pieces" in cell else "—"
             print(f"{label:>10} {v:>18}  MRR a2s {s['a2s']['MRR']:.3f} s2a {s['s2a']['MRR']:.3f}  "

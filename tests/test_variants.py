@@ -13,7 +13,7 @@ from audiosheet.corpus import Corpus, check, notehead_ink, performance_audio
 from audiosheet.degrade import ScanStyle, apply
 from audiosheet.snippets import SnippetPairs
 from audiosheet.spectrogram import spectrogram
-from audiosheet.variants import VARIANTS, Room, impulse_response, make_variants, record
+from audiosheet.variants import VARIANTS, Room, _kept_ink, impulse_response, make_variants, record
 
 SEED = 0
 
@@ -212,3 +212,10 @@ def test_room_keeps_onsets_and_decays_as_drawn():
     assert len(wet) == len(dry)
     for i in at:
         assert np.argmax(np.abs(wet[i - 200:i + 2000])) == 200
+
+
+def test_kept_ink_is_relative_to_the_clean_page():
+    # a hollow head (40 % ink on the clean page) thinned to 25 % is kept, one moved off its ink is not
+    clean = np.array([0.9, 0.4, 0.4, 0.9, 0.1])
+    assert _kept_ink(clean, np.array([0.8, 0.25, 0.3, 0.6, 0.0])) == 1.0  # the un-inked one is ignored
+    assert _kept_ink(clean, np.array([0.8, 0.1, 0.3, 0.2, 0.0])) == 0.5
