@@ -13,7 +13,7 @@ from PIL import Image
 from audiosheet.corpus import Corpus
 from audiosheet.degrade import ScanStyle, apply, scan
 from audiosheet.pages import (TARGET_STAFF_SPACE, PageError, analyse_page, ingest_sheet, load_pages,
-                              sheet_snippets, unroll)
+                              normalise_levels, sheet_snippets, unroll)
 from audiosheet.snippets import SHEET_H, SHEET_W, STRIP_HEIGHT
 
 SPACE = 8  # px between staff lines of the drawn page
@@ -91,6 +91,21 @@ def test_scanned_page_keeps_its_systems():
     lay = analyse_page(scan(page, np.random.default_rng(5)))
     assert [len(s.staves) for s in lay.systems] == list(LAYOUT)
     assert all(iou(box(s), t) > 0.9 for s, t in zip(lay.systems, truth))
+
+
+def test_grey_levels_are_flattened_and_clean_pages_kept():
+    page, _ = draw_page(seed=2)
+    np.testing.assert_array_equal(normalise_levels(page), page)  # engraved: bit for bit
+    # grey paper lit unevenly (15 % darker to one side), grey ink
+    shade = np.linspace(1.0, 0.85, page.shape[1])[None, :]
+    grey = (45 + (225 * shade - 45) * (page / 255.0)).round().astype(np.uint8)
+    flat = normalise_levels(grey).astype(float)
+    paper, ink = flat[page == 255], flat[page == 0]
+    assert grey[page == 255].mean() < 215 and paper.mean() > 250 and paper.std() < 4
+    assert abs(flat[page == 255][:1000].mean() - flat[:, -40:][page[:, -40:] == 255].mean()) < 4
+    assert ink.mean() < 12
+    blank = np.full((300, 400), 230, np.uint8)  # no ink: left alone
+    np.testing.assert_array_equal(normalise_levels(blank), blank)
 
 
 def test_engraved_pages_match_the_engravers_systems(corpus):

@@ -727,12 +727,48 @@ def _box(s) -> tuple[int, float, float, float, float]:
     return int(s["page"]), float(s["x0"]), float(s["x1"]), float(s["y0"]), float(s["y1"])
 
 
+LEVEL_BLOCK = 24  # px of the half-resolution page: cells of the paper-level estimate
+INK_BLACK = 32  # an ink level at most this dark is black already (an engraving of hollow heads
+#                 can estimate up to ~25); lighter ink is stretched to 0
+
+
+def normalise_levels(page: np.ndarray) -> np.ndarray:
+    """Grey levels as on an engraved page: paper 255, ink 0 (a flat field).
+
+    The paper level is estimated per LEVEL_BLOCK-px cell (its 90th percentile, the brightest of the
+    cell and its neighbours, smoothed and interpolated), so grey paper, uneven light and shading
+    are divided out; the ink level (the 5th percentile of the pixels darker than mid-grey: the
+    solid ink of clefs, beams and filled heads) is then stretched to 0 where it is lighter than INK_BLACK. A clean page (paper 255, black ink) comes back unchanged, bit for bit; a page with too
+    little contrast to tell ink from paper is returned as it is."""
+    h, w = page.shape
+    b = LEVEL_BLOCK
+    if h < 2 * b or w < 2 * b:
+        return page
+    hb, wb = h // b, w // b
+    cells = page[:hb * b, :wb * b].reshape(hb, b, wb, b).transpose(0, 2, 1, 3).reshape(hb, wb, b * b)
+    paper = np.percentile(cells, 90, axis=2)
+    paper = ndimage.uniform_filter(ndimage.grey_dilation(paper, size=3), size=3, mode="nearest")
+    if paper.min() >= 255:  # white paper everywhere: only the ink level can differ
+        flat = page.astype(np.float32)
+    else:
+        field = ndimage.zoom(paper.astype(np.float32), (h / hb, w / wb), order=1, mode="nearest",
+                             grid_mode=True)[:h, :w]
+        flat = np.minimum(page.astype(np.float32) * (255.0 / np.maximum(field, 1.0)), 255.0)
+    dark = flat[flat < 128]
+    if dark.size < 50:  # no ink to speak of (a blank band); leave it
+        return page
+    ink = float(np.percentile(dark, 5))  # clefs, beams, filled heads: solid ink on any page
+    if ink > INK_BLACK:
+        flat = (flat - ink) * (255.0 / (255.0 - ink))
+    return np.clip(flat, 0, 255).round().astype(np.uint8)
+
+
 def normalise_page(page: np.ndarray, staff_space: float, angle: float = 0.0,
                    target: float = TARGET_STAFF_SPACE) -> tuple[np.ndarray, float]:
-    """A page deskewed and rescaled to staff space ``target``, halved: (uint8 half-resolution
-    page, scale applied before halving)."""
+    """A page deskewed and rescaled to staff space ``target``, halved, its grey levels flattened
+    (``normalise_levels``): (uint8 half-resolution page, scale applied before halving)."""
     scale = target / float(staff_space)
-    return half_resolution(rotate_page(page, angle, scale)), scale
+    return normalise_levels(half_resolution(rotate_page(page, angle, scale))), scale
 
 
 def _cut(halves: list[np.ndarray], scales, boxes, angles, sizes) -> Strip:

@@ -46,7 +46,7 @@ from .corpus import (SPLITS, Corpus, CorpusError, _alarm, _map, _reason, _rng, _
 from .synth import SAMPLE_RATE, Performance
 
 VARIANTS = ("scanned", "performed", "scanned+performed")
-VERSION = 3  # of the simulation: pieces made by another version (or seed) are made again
+VERSION = 4  # of the simulation: pieces made by another version (or seed) are made again
 
 PERFORM = {
     "tempo_ratio": (0.85, 1.15),  # global: > 1 faster than written
