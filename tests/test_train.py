@@ -35,6 +35,23 @@ def test_warp_identity_is_the_plain_window(corpus):
     assert torch.equal(again, sheets)
 
 
+def test_fine_tuning_augmentation_keeps_pairs_aligned(corpus):
+    data = SnippetPairs(corpus, "train")
+    plain = TrainConfig(system_shift=0.0, scale=(1.0, 1.0), onset_shift=0)
+    p_s, p_a = PairSampler(data, plain)(0, 16)
+    # vanishing probabilities: the wide audio window is cut back to exactly the plain one
+    z_s, z_a = PairSampler(data, TrainConfig(**{**plain.__dict__, "augment": 1e-9}))(0, 16)
+    assert torch.equal(z_s, p_s) and torch.equal(z_a, p_a)
+    aug = TrainConfig(**{**plain.__dict__, "augment": 1.0})
+    a_s, a_a = PairSampler(data, aug)(0, 16)
+    assert a_s.shape == p_s.shape and a_a.shape == p_a.shape and a_a.dtype == torch.float32
+    assert 0 <= a_s.min() and a_s.max() <= 1
+    changed = lambda x, y: (x - y).abs().flatten(1).amax(1).gt(1e-3).float().mean()  # noqa: E731
+    assert changed(a_s, p_s) > 0.5 and changed(a_a, p_a) > 0.5
+    again = PairSampler(data, aug)(0, 16)
+    assert torch.equal(again[0], a_s) and torch.equal(again[1], a_a)  # seeded by (seed, step)
+
+
 def test_warp_scale_shrinks_content():
     crop = torch.zeros(1, 100, 120)
     crop[0, 40:60, 50:70] = 1.0  # a 20 × 20 block at the centre

@@ -74,7 +74,8 @@ def _train(a) -> int:
     from .train import TrainConfig, train
 
     overrides = {k: getattr(a, k) for k in ("lr", "epoch_samples", "patience", "refinements", "seed",
-                                             "threads", "val_pairs", "cca_pairs", "batch", "snapshot_every")
+                                             "threads", "val_pairs", "cca_pairs", "batch", "snapshot_every",
+                                             "augment")
                  if getattr(a, k) is not None}
     if a.max_samples is not None:
         overrides["max_samples"] = a.max_samples
@@ -404,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--snapshot-every", type=int, default=None,
                    help="also keep the best model so far (CCA re-estimated) every N samples")
+    t.add_argument("--augment", type=float, default=None,
+                   help="fine-tuning augmentation: the pre-training augmentations with their "
+                        "probabilities times this (0: off, the default; 1: as in pre-training)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)

@@ -45,6 +45,8 @@ class TrainConfig:
     scale: tuple = (0.95, 1.05)  # sheet scale range
     onset_shift: int = 1  # ± frames of the audio window centre
     seed: int = 0  # sampling and augmentation seed
+    augment: float = 0.0  # fine-tuning augmentation (``augment`` pipelines): every step's
+    #   pre-training probability times this (0: off); geometry kept small so pairs stay aligned
     threads: int = 0  # torch threads (0: all cores)
     channels_last: bool = True  # channels-last memory format (faster convolutions on CPU)
     bf16: bool = True  # bfloat16 autocast for the convolutions
@@ -95,7 +97,34 @@ class PairSampler:
         sheets = 1.0 - torch.from_numpy(crops).float().div_(255.0)
         scale = rng.uniform(*cfg.scale, size=batch)
         shift = rng.uniform(-cfg.system_shift, cfg.system_shift, size=batch)
-        return warp_sheets(sheets, scale, shift), torch.from_numpy(audios)[:, None]
+        sheets, audios = warp_sheets(sheets, scale, shift), torch.from_numpy(audios)[:, None]
+        if cfg.augment > 0:
+            sheets, audios = self._augment(step, sheets, idx, dts)
+        return sheets, audios
+
+    def _augment(self, step: int, sheets: torch.Tensor, idx, dts) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pre-training augmentations on a supervised batch, with probabilities scaled by
+        ``cfg.augment``. Pairs stay aligned: the sheet's x shift is limited to ±3 % of the window
+        (the notehead stays centred) and audio is stretched about the onset, read from a window
+        wide enough for the fastest stretch."""
+        from .augment import AudioAugConfig, SheetAugConfig, augment_audio, augment_sheet
+
+        cfg, data = self.cfg, self.data
+        g = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 2]).integers(2**62)))
+        scfg = SheetAugConfig(shift_x=0.03, shift_y=0.05)
+        acfg = AudioAugConfig(stretch=(0.75, 1.33))
+        scfg, acfg = (type(c).from_dict({**c.to_dict(), **{
+            k: min(1.0, v * cfg.augment) for k, v in c.to_dict().items() if k.startswith("p_")}})
+            for c in (scfg, acfg))
+        wide = int(np.ceil(data.context * acfg.stretch[1])) + 2
+        long = np.empty((len(idx), data.pieces[0].specs[0].shape[1], wide), np.float32)
+        for b, (piece, note, perf) in enumerate(data.index[idx]):
+            f = int(data.pieces[piece].frames[perf, note]) + int(dts[b])
+            long[b] = _window(data.pieces[piece].specs[perf], f - wide // 2, wide, 0).T
+        # the plain window [f - context//2, + context) has its centre here in the wide window
+        centre = torch.full((len(idx),), wide // 2 - data.context // 2 + data.context / 2.0)
+        audios = augment_audio(torch.from_numpy(long)[:, None], acfg, g, data.context, centre)
+        return augment_sheet(sheets, scfg, g), audios
 
 
 def warp_sheets(crops: torch.Tensor, scale, shift) -> torch.Tensor:
