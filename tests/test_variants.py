@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from audiosheet import cli
-from audiosheet.corpus import Corpus, check, notehead_ink, performance_audio
+from audiosheet.corpus import Corpus, check, kept_ink, notehead_ink, performance_audio
 from audiosheet.degrade import ScanStyle, apply
 from audiosheet.snippets import SnippetPairs
 from audiosheet.spectrogram import spectrogram
-from audiosheet.variants import VARIANTS, Room, _kept_ink, impulse_response, make_variants, record
+from audiosheet.variants import VARIANTS, Room, impulse_response, make_variants, record
 
 SEED = 0
 
@@ -217,5 +217,20 @@ def test_room_keeps_onsets_and_decays_as_drawn():
 def test_kept_ink_is_relative_to_the_clean_page():
     # a hollow head (40 % ink on the clean page) thinned to 25 % is kept, one moved off its ink is not
     clean = np.array([0.9, 0.4, 0.4, 0.9, 0.1])
-    assert _kept_ink(clean, np.array([0.8, 0.25, 0.3, 0.6, 0.0])) == 1.0  # the un-inked one is ignored
-    assert _kept_ink(clean, np.array([0.8, 0.1, 0.3, 0.2, 0.0])) == 0.5
+    assert kept_ink(clean, np.array([0.8, 0.25, 0.3, 0.6, 0.0])) == 1.0  # the un-inked one is ignored
+    assert kept_ink(clean, np.array([0.8, 0.1, 0.3, 0.2, 0.0])) == 0.5
+
+
+def test_check_holds_scanned_noteheads_to_their_clean_ink(variants, tmp_path):
+    from PIL import Image
+
+    out, _ = variants
+    copy = tmp_path / "scanned"
+    shutil.copytree(out / "scanned", copy)
+    assert check(copy, progress=False).ok
+    page = copy / "pieces" / "gamma" / "page_1.png"
+    a = np.asarray(Image.open(page)).copy()
+    a[:, : a.shape[1] // 2] = 235  # the left half of the page lost its ink
+    Image.fromarray(a).save(page)
+    r = check(copy, progress=False)
+    assert not r.ok and any("keep their clean ink" in p for p in r.problems)

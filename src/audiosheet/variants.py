@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import (SPLITS, Corpus, CorpusError, _alarm, _map, _reason, _rng, _write_json,
-                     notehead_ink)
+                     kept_ink, notehead_ink)
 from .synth import SAMPLE_RATE, Performance
 
 VARIANTS = ("scanned", "performed", "scanned+performed")
@@ -72,7 +72,7 @@ ROOM = {
 }
 """Ranges of ``Room.sample`` (uniform)."""
 
-MIN_ON_INK = 0.97  # a scanned piece fails if fewer of its noteheads keep their ink (``_kept_ink``)
+MIN_ON_INK = 0.97  # a scanned piece fails if fewer of its noteheads keep their ink (``corpus.kept_ink``)
 
 
 class VariantError(RuntimeError):
@@ -247,14 +247,6 @@ def _on_ink(page_ink: np.ndarray) -> float:
     return float((page_ink >= 0.3).mean()) if len(page_ink) else 1.0
 
 
-def _kept_ink(clean_ink: np.ndarray, scan_ink: np.ndarray) -> float:
-    """Fraction of the noteheads inked on the clean page (box at least 30 % ink) whose box on the
-    scanned page, at the moved centre, holds at least half the clean ink. Relative, because hollow
-    heads (half, whole notes, breves) hold only 35–60 % ink on a clean page: an absolute threshold
-    fails them as soon as printing thins the ink, though they sit where they should."""
-    inked = clean_ink >= 0.3
-    return float((scan_ink[inked] >= 0.5 * clean_ink[inked]).mean()) if inked.any() else 1.0
-
 
 def strip_on_ink(strip: np.ndarray, noteheads: dict, scales) -> float:
     """Fraction of noteheads whose strip box (the notehead's size at the strip's scale) holds
@@ -326,7 +318,7 @@ def _make_scan(src: Corpus, pid: str, seed: int, d: Path) -> dict:
     if info.get("strip", {}).get("systems") == "detected" and strip["systems"] != "detected":
         raise VariantError("the systems found on the scanned pages no longer match the engraved "
                            "ones (found on the clean pages)")
-    on_ink, kept = _on_ink(ink), _kept_ink(ink0, ink)
+    on_ink, kept = _on_ink(ink), kept_ink(ink0, ink)
     if kept < MIN_ON_INK:
         raise VariantError(f"only {kept:.1%} of noteheads keep their ink on the scanned pages")
     with np.load(d / "noteheads.npz") as z:
