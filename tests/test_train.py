@@ -103,6 +103,8 @@ def test_tiny_training_lowers_loss_and_resumes(corpus, tmp_path):
 def test_train_errors(corpus, tmp_path, capsys):
     with pytest.raises(TrainError, match="batch 8: the CCA layer needs more pairs per batch"):
         train(corpus, tmp_path / "small", TINY_MODEL, TrainConfig(batch=8, val_split="test"))
+    with pytest.raises(TrainError, match="--augment -1"):
+        train(corpus, tmp_path / "neg", TINY_MODEL, TrainConfig(augment=-1.0, val_split="test"))
     with pytest.raises(TrainError, match="nothing to resume"):
         train(corpus, tmp_path / "none", resume=True)
     assert main(["train", "--corpus", str(corpus), "--config", "bl2", "--out", str(tmp_path / "r"),

@@ -333,6 +333,9 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
+    if not 0.0 <= train_cfg.augment <= 10.0:
+        raise TrainError(f"--augment {train_cfg.augment}: a factor on the augmentation "
+                         "probabilities, 0 (off) to 10")
 
     data = SnippetPairs(corpus, "train", context=model_cfg.context)
     if model_cfg.cca and train_cfg.batch <= model_cfg.embed_dim:
