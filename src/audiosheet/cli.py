@@ -71,18 +71,23 @@ def _corpus_show(a) -> int:
 
 def _train(a) -> int:
     from .model import load_config
-    from .train import TrainConfig, train
+    from .train import PASSAGE_DEFAULTS, TrainConfig, train
 
     overrides = {k: getattr(a, k) for k in ("lr", "epoch_samples", "patience", "refinements", "seed",
                                              "threads", "val_pairs", "cca_pairs", "batch", "snapshot_every",
                                              "augment")
                  if getattr(a, k) is not None}
+    if a.freeze_cnn:
+        overrides["freeze_cnn"] = True
     if a.max_samples is not None:
         overrides["max_samples"] = a.max_samples
     if a.resume:
         summary = train(a.corpus, a.out, resume=True, max_samples=a.max_samples, progress=not a.quiet)
     else:
-        summary = train(a.corpus, a.out, load_config(a.config), TrainConfig(**overrides),
+        cfg = load_config(a.config)
+        if getattr(cfg, "kind", None) == "passage":
+            overrides = {**PASSAGE_DEFAULTS, **overrides}
+        summary = train(a.corpus, a.out, cfg, TrainConfig(**overrides),
                         init_audio=a.init_audio, init_sheet=a.init_sheet, progress=not a.quiet)
     print(json.dumps(summary))
     return 0
@@ -386,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--performance", type=int, default=0)
     w.set_defaults(func=_corpus_show)
 
-    t = sub.add_parser("train", help="train a snippet model on a corpus (resumable)")
+    t = sub.add_parser("train", help="train a snippet or passage model on a corpus (resumable)")
     t.add_argument("--corpus", required=True, help="corpus folder (audiosheet corpus build)")
     t.add_argument("--config", default="bl2_att84", help="model config: bl1, bl2, bl2_att84, "
                    "bl2_att168 or a JSON file")
@@ -408,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", type=float, default=None,
                    help="fine-tuning augmentation: the pre-training augmentations with their "
                         "probabilities times this (0: off, the default; 1: as in pre-training)")
+    t.add_argument("--freeze-cnn", action="store_true", help="passage models: keep the per-snippet "
+                   "CNNs' convolutions as initialised by --init-audio/--init-sheet (about 3x faster)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)

@@ -49,20 +49,30 @@ class ModelConfig:
         return asdict(self)
 
 
-CONFIG_NAMES = ("bl1", "bl2", "bl2_att84", "bl2_att168", "bl2_cca_in_training")
+CONFIG_NAMES = ("bl1", "bl2", "bl2_att84", "bl2_att168", "bl2_cca_in_training", "passage_gru")
 
 
-def load_config(name_or_path: str) -> ModelConfig:
-    """A shipped config by name (``bl1``, ``bl2``, ``bl2_att84``, ``bl2_att168``) or a JSON file."""
+def config_from_dict(d: dict):
+    """A ``ModelConfig``, or a ``PassageConfig`` for a dict with ``"kind": "passage"``."""
+    if d.get("kind") == "passage":
+        from .passage_model import PassageConfig
+
+        return PassageConfig.from_dict(d)
+    return ModelConfig.from_dict(d)
+
+
+def load_config(name_or_path: str):
+    """A shipped config by name (``bl1``, ``bl2``, ``bl2_att84``, ``bl2_att168``, ``passage_gru``)
+    or a JSON file: a ``ModelConfig`` (snippet model) or a ``PassageConfig``."""
     p = Path(name_or_path)
     if p.suffix == ".json" and p.is_file():
-        return ModelConfig.from_dict(json.loads(p.read_text()))
+        return config_from_dict(json.loads(p.read_text()))
     try:
         text = resources.files("audiosheet.configs").joinpath(f"{name_or_path}.json").read_text()
     except FileNotFoundError:
         raise ValueError(f"unknown model config '{name_or_path}' (shipped: {', '.join(CONFIG_NAMES)}, "
                          f"or a .json file)") from None
-    return ModelConfig.from_dict(json.loads(text))
+    return config_from_dict(json.loads(text))
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -298,7 +308,8 @@ def save_checkpoint(model: SnippetModel, path: str | Path, extra: dict | None = 
     from safetensors.torch import save_file
 
     path = Path(path)
-    meta = {"config": json.dumps(model.config.to_dict()), "format": "audiosheet-snippet-v1"}
+    meta = {"config": json.dumps(model.config.to_dict()),
+            "format": getattr(model, "format", "audiosheet-snippet-v1")}
     for k, v in (extra or {}).items():
         meta[k] = json.dumps(v)
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()
@@ -309,7 +320,7 @@ def save_checkpoint(model: SnippetModel, path: str | Path, extra: dict | None = 
     return path
 
 
-def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict, dict]:
+def read_checkpoint(path: str | Path) -> tuple:
     """(config, state dict, metadata) of a checkpoint file, with clear errors."""
     from safetensors import safe_open
 
@@ -325,7 +336,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict, dict]:
     if "config" not in meta:
         raise CheckpointError(f"{path}: checkpoint has no model config in its metadata")
     try:
-        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        cfg = config_from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad model config ({e})") from None
     extra = {k: json.loads(v) for k, v in meta.items() if k not in ("config", "format")}
@@ -353,7 +364,12 @@ def load_checkpoint(path: str | Path, config: ModelConfig | None = None) -> Snip
         diff = [k for k, v in config.to_dict().items() if cfg.to_dict().get(k) != v]
         raise CheckpointError(f"{path}: checkpoint config '{cfg.name}' does not match the requested "
                               f"'{config.name}' (differs in {', '.join(diff)})")
-    model = SnippetModel(cfg)
+    if getattr(cfg, "kind", None) == "passage":
+        from .passage_model import PassageModel
+
+        model = PassageModel(cfg)
+    else:
+        model = SnippetModel(cfg)
     _load_state(model, state, path)
     return model.eval()
 

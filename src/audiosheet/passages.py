@@ -298,11 +298,12 @@ class PassagePairs:
         """Passages by number of systems."""
         return {n: int((self.passages["systems"] == n).sum()) for n in self.lengths}
 
-    def sheet(self, i: int) -> np.ndarray:
-        """float32 (80, x1 - x0): the passage's systems, strip rows 10:90 (as ``SnippetPairs``),
-        ink = 1."""
+    def sheet(self, i: int, dy: int = 0) -> np.ndarray:
+        """float32 (80, x1 - x0): the passage's systems, strip rows 10:90 (as ``SnippetPairs``;
+        shifted down by ``dy``, at most 10 rows either way), ink = 1."""
         r = self.passages[i]
-        y0 = (STRIP_HEIGHT - SHEET_H) // 2
+        y0 = (STRIP_HEIGHT - SHEET_H) // 2 + int(np.clip(dy, -((STRIP_HEIGHT - SHEET_H) // 2),
+                                                           (STRIP_HEIGHT - SHEET_H) // 2))
         band = self.strips[r["piece"]][y0:y0 + SHEET_H, r["x0"]:r["x1"]]
         return 1.0 - band.astype(np.float32) / 255.0
 
@@ -329,3 +330,32 @@ class PassagePairs:
         sheets, ns = collate([s for s, _ in items], torch=torch)
         audios, ms = collate([a for _, a in items], torch=torch)
         return sheets, ns, audios, ms
+
+
+def passage_pool(data: PassagePairs, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` row indices of ``data`` forming a retrieval pool: distinct sheet passages (piece,
+    first system, systems), each in one of its performances, spread evenly over the passage
+    lengths and then over pieces (seeded); all of them if there are fewer."""
+    rng = np.random.default_rng(seed)
+    p = data.passages
+    if not len(p):
+        return np.zeros(0, np.int64)
+    keys = np.stack([p["piece"], p["system"], p["systems"]], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    # one performance per sheet passage, drawn at random among those that have it
+    choice = np.empty(len(first), np.int64)
+    order = rng.permutation(len(p))
+    choice[inverse[order]] = order  # the last write per key wins: a random row of that key
+    lengths = p["systems"][choice]
+    groups = [rng.permutation(np.flatnonzero(lengths == n_)) for n_ in np.unique(lengths)]
+    taken, k = [], 0
+    while len(taken) < min(n, len(choice)):  # round robin over lengths
+        g = groups[k % len(groups)]
+        j = k // len(groups)
+        if j < len(g):
+            taken.append(g[j])
+        k += 1
+        if k > len(groups) * (len(choice) + 1):
+            break
+    return np.sort(choice[np.asarray(taken, np.int64)])

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import (ModelConfig, SnippetModel, load_encoder, ranking_loss, read_checkpoint,
-                    save_checkpoint, without_cca, _load_state)
+from .model import (ModelConfig, SnippetModel, config_from_dict, load_encoder, ranking_loss,
+                    read_checkpoint, save_checkpoint, without_cca, _load_state)
 from .snippets import SHEET_H, SHEET_W, STRIP_HEIGHT, SnippetPairs, _window
 
 
@@ -47,6 +47,8 @@ class TrainConfig:
     seed: int = 0  # sampling and augmentation seed
     augment: float = 0.0  # fine-tuning augmentation (``augment`` pipelines): every step's
     #   pre-training probability times this (0: off); geometry kept small so pairs stay aligned
+    freeze_cnn: bool = False  # passage models: keep the per-snippet CNN's convolutions as
+    #   initialised (--init-*) and train its dense layer, the GRU and the output layer (~3x faster)
     threads: int = 0  # torch threads (0: all cores)
     channels_last: bool = True  # channels-last memory format (faster convolutions on CPU)
     bf16: bool = True  # bfloat16 autocast for the convolutions
@@ -304,13 +306,12 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
           init_sheet: str | None = None, resume: bool = False, max_samples: int | None = None,
           progress: bool = True,
           log=None) -> dict:
-    """Train a snippet model on ``corpus`` into run folder ``out``; returns the final summary.
+    """Train a snippet model (or, with a ``PassageConfig``, a passage model) on ``corpus`` into
+    run folder ``out``; returns the final summary.
 
     ``resume`` continues the run in ``out`` with its saved settings (``max_samples`` may raise its
     budget, also after it has finished by reaching the old one)."""
     from tqdm import tqdm
-
-    from .evaluate import retrieval_metrics
 
     log = log or (lambda msg: print(msg, flush=True))
     out = Path(out)
@@ -319,7 +320,7 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         if not (out / "config.json").is_file():
             raise TrainError(f"{out}: nothing to resume (no config.json)")
         saved = json.loads((out / "config.json").read_text())
-        model_cfg = ModelConfig.from_dict(saved["model"])
+        model_cfg = config_from_dict(saved["model"])
         train_cfg = TrainConfig.from_dict(saved["train"])
         if max_samples is not None and max_samples != train_cfg.max_samples:
             train_cfg.max_samples = saved["train"]["max_samples"] = int(max_samples)
@@ -337,25 +338,13 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         raise TrainError(f"--augment {train_cfg.augment}: a factor on the augmentation "
                          "probabilities, 0 (off) to 10")
 
-    data = SnippetPairs(corpus, "train", context=model_cfg.context)
-    if model_cfg.cca and train_cfg.batch <= model_cfg.embed_dim:
-        raise TrainError(f"batch {train_cfg.batch}: the CCA layer needs more pairs per batch than "
-                         f"embedding dimensions ({model_cfg.embed_dim})")
-    val = SnippetPairs(corpus, train_cfg.val_split, context=model_cfg.context)
-    if len(data) == 0 or len(val) == 0:
-        raise TrainError(f"{corpus}: the corpus needs pairs in its train and {train_cfg.val_split} splits "
-                         f"(train {len(data)}, {train_cfg.val_split} {len(val)})")
-    val_idx = evaluation_pairs(val, train_cfg.val_pairs, seed=train_cfg.seed)
-    sampler = PairSampler(data, train_cfg)
-
-    model = SnippetModel(model_cfg)
-    if init_audio:
-        load_encoder(model, init_audio, "audio")
-    if init_sheet:
-        load_encoder(model, init_sheet, "sheet")
+    make = _passage_task if getattr(model_cfg, "kind", None) == "passage" else _snippet_task
+    task = make(corpus, model_cfg, train_cfg, init_audio, init_sheet, log, progress)
+    model = task.model
     mf = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=mf)
-    opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=train_cfg.lr,
+                           weight_decay=train_cfg.weight_decay)
 
     st = {"step": 0, "samples": 0, "epoch": 0, "lr": train_cfg.lr, "best_mrr": -1.0, "best_epoch": 0,
           "bad_epochs": 0, "refinements": 0, "wall_s": 0.0, "done": False}
@@ -383,25 +372,11 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         with log_path.open("w", newline="") as f:
             csv.writer(f).writerow(columns)
 
-    plain = model_cfg.cca and not model_cfg.cca_train  # CCA fitted after training: rank plain embeddings
-
-    def validate() -> dict:
-        es, ea = embed_pairs(model, val, val_idx, raw=plain, bf16=train_cfg.bf16,
-                             channels_last=train_cfg.channels_last)
-        if plain:
-            es, ea = F.normalize(es, dim=1), F.normalize(ea, dim=1)
-        m = retrieval_metrics(ea @ es.T)
-        vl = float(ranking_loss(es[:train_cfg.batch], ea[:train_cfg.batch], model_cfg.margin))
-        return {"a2s": m["a2s"]["MRR"], "s2a": m["s2a"]["MRR"], "loss": vl}
-
     def save_state() -> None:
         tmp = state_path.with_name("state.pt.tmp")
         torch.save({"model": {k: v for k, v in model.state_dict().items() if v.is_floating_point()},
                     "optimizer": opt.state_dict(), "schedule": st}, tmp)
         tmp.replace(state_path)
-
-    def finalise(src: Path, dst: Path) -> None:
-        fit_cca(src, dst, data, val, val_idx, train_cfg, log=log, progress=progress)
 
     meta = lambda: {"samples": st["samples"], "epoch": st["epoch"], "val_MRR": st["best_mrr"]}  # noqa: E731
     steps_per_epoch = math.ceil(train_cfg.epoch_samples / train_cfg.batch)
@@ -412,8 +387,7 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         bar = tqdm(range(steps_per_epoch), disable=not progress, leave=False,
                    desc=f"epoch {st['epoch'] + 1}", unit="step")
         for _ in bar:
-            sheets, audios = sampler(st["step"], train_cfg.batch)
-            losses.append(train_step(model, opt, sheets, audios, train_cfg.channels_last, train_cfg.bf16))
+            losses.append(task.step(opt, task.sample(st["step"], train_cfg.batch)))
             st["step"] += 1
             st["samples"] += train_cfg.batch
             bar.set_postfix(loss=f"{np.nanmean(losses[-20:]):.4f}")
@@ -421,7 +395,7 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         skipped = int(np.sum(~np.isfinite(losses)))
         losses = [x for x in losses if np.isfinite(x)] or [float("nan")]
         st["epoch"] += 1
-        v = validate()
+        v = task.validate()
         st["wall_s"] += time.perf_counter() - t0
         mrr = 0.5 * (v["a2s"] + v["s2a"])
         improved = mrr > st["best_mrr"]
@@ -456,11 +430,168 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
         save_checkpoint(model, out / "last.safetensors", meta())
         save_state()
         if train_cfg.snapshot_every and st["samples"] % train_cfg.snapshot_every == 0:
-            finalise(out / "train_best.safetensors", out / f"best@{st['samples']}.safetensors")
+            task.finalise(out / "train_best.safetensors", out / f"best@{st['samples']}.safetensors")
 
-    finalise(out / "train_best.safetensors", out / "best.safetensors")
+    task.finalise(out / "train_best.safetensors", out / "best.safetensors")
     summary = {"run": str(out), "epochs": st["epoch"], "samples": st["samples"],
                "best_epoch": st["best_epoch"], "val_MRR": st["best_mrr"], "wall_s": round(st["wall_s"], 1),
                "refinements": st["refinements"], "stopped_by": st.get("stopped_by")}
     _atomic_json(out / "summary.json", summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# What the loop trains: a snippet model on snippet pairs, or a passage model on passage pairs
+
+
+@dataclass
+class _Task:
+    model: torch.nn.Module  # in the training memory format
+    sample: object  # (step, batch size) -> batch
+    step: object  # (optimizer, batch) -> loss
+    validate: object  # () -> {"a2s": MRR, "s2a": MRR, "loss": validation loss}
+    finalise: object  # (train_best checkpoint, best checkpoint) -> None
+
+
+def _snippet_task(corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, init_audio, init_sheet,
+                  log, progress) -> _Task:
+    from .evaluate import retrieval_metrics
+
+    data = SnippetPairs(corpus, "train", context=model_cfg.context)
+    if model_cfg.cca and train_cfg.batch <= model_cfg.embed_dim:
+        raise TrainError(f"batch {train_cfg.batch}: the CCA layer needs more pairs per batch than "
+                         f"embedding dimensions ({model_cfg.embed_dim})")
+    val = SnippetPairs(corpus, train_cfg.val_split, context=model_cfg.context)
+    if len(data) == 0 or len(val) == 0:
+        raise TrainError(f"{corpus}: the corpus needs pairs in its train and {train_cfg.val_split} splits "
+                         f"(train {len(data)}, {train_cfg.val_split} {len(val)})")
+    val_idx = evaluation_pairs(val, train_cfg.val_pairs, seed=train_cfg.seed)
+    model = SnippetModel(model_cfg)
+    if init_audio:
+        load_encoder(model, init_audio, "audio")
+    if init_sheet:
+        load_encoder(model, init_sheet, "sheet")
+    mf = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=mf)
+    plain = model_cfg.cca and not model_cfg.cca_train  # CCA fitted after training: rank plain embeddings
+
+    def validate() -> dict:
+        es, ea = embed_pairs(model, val, val_idx, raw=plain, bf16=train_cfg.bf16,
+                             channels_last=train_cfg.channels_last)
+        if plain:
+            es, ea = F.normalize(es, dim=1), F.normalize(ea, dim=1)
+        m = retrieval_metrics(ea @ es.T)
+        vl = float(ranking_loss(es[:train_cfg.batch], ea[:train_cfg.batch], model_cfg.margin))
+        return {"a2s": m["a2s"]["MRR"], "s2a": m["s2a"]["MRR"], "loss": vl}
+
+    def step(opt, batch) -> float:
+        return train_step(model, opt, *batch, train_cfg.channels_last, train_cfg.bf16)
+
+    def finalise(src: Path, dst: Path) -> None:
+        fit_cca(src, dst, data, val, val_idx, train_cfg, log=log, progress=progress)
+
+    return _Task(model, PairSampler(data, train_cfg), step, validate, finalise)
+
+
+PASSAGE_DEFAULTS = dict(lr=1e-3, batch=32, epoch_samples=2000, patience=10, val_pairs=500, cca_pairs=0)
+"""Training settings of a passage model where not given (``audiosheet train --config passage_gru``):
+passages cost about 5 snippet pairs each, so epochs and batches are smaller."""
+
+
+class PassageSampler:
+    """Reproducible training batches of passages (sheet windows, lengths, audio windows, lengths);
+    the sheet band is shifted vertically by up to ``system_shift`` px (batch ``k`` depends only on
+    (seed, k), so a resumed run continues the same sequence)."""
+
+    def __init__(self, data, cfg: TrainConfig):
+        self.data, self.cfg = data, cfg
+
+    def __call__(self, step: int, batch: int):
+        from .passages import collate, windows
+
+        d, cfg = self.data, self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = rng.integers(0, len(d), size=batch)
+        dys = rng.integers(-int(cfg.system_shift), int(cfg.system_shift) + 1, size=batch)
+        sheets = [windows(d.sheet(int(i), int(dy)), d.sheet_window, d.sheet_hop, 0.0)
+                  for i, dy in zip(idx, dys)]
+        audios = [d.windows_audio(int(i)) for i in idx]
+        s, ns = collate(sheets, torch=True)
+        a, ms = collate(audios, torch=True)
+        return s, ns, a, ms
+
+
+@torch.no_grad()
+def embed_passages(model, data, indices, batch: int = 16, bf16: bool = True, progress: bool = False):
+    """Passage embeddings (sheet (N, d), audio (N, d)) of ``data`` rows ``indices``."""
+    from tqdm import tqdm
+
+    was = model.training
+    model.eval().set_bf16(bf16)
+    out_s, out_a = [], []
+    for i in tqdm(range(0, len(indices), batch), disable=not progress, desc="embed", unit="batch"):
+        s, ns, a, ms = data.batch(indices[i:i + batch], torch=True)
+        es, ea = model(s, ns, a, ms)
+        out_s.append(es.float())
+        out_a.append(ea.float())
+    model.train(was)
+    d = model.config.embed_dim
+    return (torch.cat(out_s) if out_s else torch.zeros(0, d)), (torch.cat(out_a) if out_a else torch.zeros(0, d))
+
+
+def _passage_task(corpus, model_cfg, train_cfg: TrainConfig, init_audio, init_sheet, log,
+                  progress) -> _Task:
+    from .evaluate import retrieval_metrics
+    from .passage_model import PassageModel, init_from_snippet_model
+    from .passages import PassagePairs, passage_pool
+
+    cache = Path(corpus) / "passage_columns.json"
+    kw = dict(lengths=model_cfg.lengths, cache=cache, audio_window=model_cfg.audio_window,
+              audio_hop=model_cfg.audio_hop, sheet_window=model_cfg.sheet_window,
+              sheet_hop=model_cfg.sheet_hop)
+    data = PassagePairs(corpus, "train", **kw)
+    val = PassagePairs(corpus, train_cfg.val_split, **kw)
+    if len(data) == 0 or len(val) < 2:
+        raise TrainError(f"{corpus}: the corpus needs passages in its train and {train_cfg.val_split} "
+                         f"splits (train {len(data)}, {train_cfg.val_split} {len(val)})")
+    if train_cfg.batch < 2:
+        raise TrainError(f"batch {train_cfg.batch}: the ranking loss needs at least 2 passages per batch")
+    val_idx = passage_pool(val, train_cfg.val_pairs, seed=train_cfg.seed)
+    model = PassageModel(model_cfg)
+    for path, modality in ((init_audio, "audio"), (init_sheet, "sheet")):
+        if path:
+            taken = init_from_snippet_model(model, path, modality)
+            log(f"{modality} CNN initialised from {path} ({len(taken)} tensors)")
+    model.set_bf16(train_cfg.bf16)
+    frozen = [mod for enc in (model.audio_enc, model.sheet_enc) for mod in (enc.cnn.features, enc.cnn.project)]
+    if train_cfg.freeze_cnn:
+        if not (init_audio and init_sheet):
+            raise TrainError("--freeze-cnn keeps the per-snippet CNNs as initialised: give --init-audio "
+                             "and --init-sheet")
+        for mod in frozen:
+            mod.requires_grad_(False)
+
+    def step(opt, batch) -> float:
+        model.train()
+        if train_cfg.freeze_cnn:
+            for mod in frozen:
+                mod.eval()  # batch-norm statistics stay those of the initialisation
+        es, ea = model(*batch)
+        loss = ranking_loss(es, ea, model_cfg.margin, model_cfg.symmetric)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        if not torch.isfinite(norm):
+            opt.zero_grad(set_to_none=True)
+            return float("nan")
+        opt.step()
+        return float(loss.detach())
+
+    def validate() -> dict:
+        es, ea = embed_passages(model, val, val_idx, bf16=train_cfg.bf16)
+        m = retrieval_metrics(ea @ es.T)
+        vl = float(ranking_loss(es[:train_cfg.batch], ea[:train_cfg.batch], model_cfg.margin,
+                                model_cfg.symmetric))
+        return {"a2s": m["a2s"]["MRR"], "s2a": m["s2a"]["MRR"], "loss": vl}
+
+    return _Task(model, PassageSampler(data, train_cfg), step, validate, lambda src, dst: _copy(src, dst))
