@@ -151,6 +151,24 @@ def _evaluate_snippets(a) -> int:
     return 0
 
 
+def _evaluate_passages(a) -> int:
+    from .evaluate import evaluate_passages
+
+    res = evaluate_passages(a.corpus, a.model, split=a.split, pairs=a.pairs, seed=a.seed,
+                            progress=not a.quiet)
+    if a.json:
+        from pathlib import Path
+
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    for d in ("a2s", "s2a"):
+        m = res[d]
+        print(f"{d}: R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@25 {m['R@25']:.3f}  MRR {m['MRR']:.3f}  "
+              f"MR {m['MR']:.0f}  " + "  ".join(f"{n} system(s) MRR {v[d]['MRR']:.3f}"
+                                               for n, v in res["by_length"].items()))
+    print(f"passages: {res['pairs']} from {res['pieces']} {a.split} pieces ({res['method']})")
+    return 0
+
+
 def _corpus_export(a) -> int:
     from .corpus import export
 
@@ -462,6 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--json", default=None, help="write the metrics to this JSON file")
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func=_evaluate_snippets)
+
+    ps = es.add_parser("passages", help="cross-modal passage retrieval: whole systems (1–3) and "
+                       "the audio they cover; a snippet model gives the averaging baseline")
+    ps.add_argument("--corpus", required=True)
+    ps.add_argument("--split", default="test")
+    ps.add_argument("--model", required=True, help="passage model, or a snippet model (its embeddings "
+                    "averaged over the passage)")
+    ps.add_argument("--pairs", type=int, default=2000, help="size of the candidate pool")
+    ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    ps.add_argument("--quiet", action="store_true")
+    ps.set_defaults(func=_evaluate_passages)
 
     pc = es.add_parser("pieces", help="piece identification through files: index the split's "
                        "scores or recordings, query with excerpts (top-1, top-5, MRR, latency)")

@@ -134,3 +134,70 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
             "query": f"{query_seconds:g} s excerpt" if direction == "a2s" else "one page",
             "split": split, "model": coll.model_name, "collection_items": len(coll),
             "per_query": per}
+
+
+def evaluate_passages(corpus: str | Path, model, split: str = "test", pairs: int = 2000, seed: int = 0,
+                      sheet_hop: int = 20, audio_hop: int = 10, progress: bool = False) -> dict:
+    """Passage retrieval (a system, or 2–3 consecutive ones, and the audio it covers) on a split.
+
+    The pool: ``pairs`` distinct sheet passages spread over the passage lengths (``passages.
+    passage_pool``), each with one of its performances. ``model``: a passage model (recurrent
+    summary of the passage), or a snippet model — the averaging baseline: its embeddings of
+    snippet windows tiling the passage (sheet every ``sheet_hop`` columns, audio every
+    ``audio_hop`` frames, the last window padded with paper / silence) averaged and normalised.
+    Reports the snippet metrics for both directions, and the same by passage length."""
+    from .model import load_model
+    from .passages import PassagePairs, passage_pool
+
+    if not isinstance(model, torch.nn.Module):
+        name = str(model)
+        model = load_model(model)
+    else:
+        name = model.config.name
+    passage = getattr(model.config, "kind", None) == "passage"
+    cfg = model.config
+    kw = dict(audio_window=cfg.audio_window, audio_hop=cfg.audio_hop, sheet_window=cfg.sheet_window,
+              sheet_hop=cfg.sheet_hop) if passage else {}
+    data = PassagePairs(corpus, split, cache=Path(corpus) / "passage_columns.json", **kw)
+    if len(data) < 2:
+        raise ValueError(f"{corpus}: split '{split}' has fewer than 2 passages")
+    idx = passage_pool(data, pairs, seed=seed)
+    t0 = time.perf_counter()
+    if passage:
+        from .train import embed_passages
+
+        torch.set_grad_enabled(False)
+        es, ea = embed_passages(model, data, idx, progress=progress)
+    else:
+        es, ea = average_snippets(model, data, idx, sheet_hop, audio_hop, progress)
+    out = retrieval_metrics(ea @ es.T)
+    r_a2s, r_s2a = ranks(ea @ es.T), ranks((ea @ es.T).T)
+    n_sys = data.passages["systems"][idx]
+    out["by_length"] = {str(n): {"a2s": summarise(r_a2s[n_sys == n]), "s2a": summarise(r_s2a[n_sys == n]),
+                                 "pairs": int((n_sys == n).sum())} for n in np.unique(n_sys)}
+    out.update(split=split, pieces=len(np.unique(data.passages["piece"][idx])), seed=seed, model=name,
+               method="recurrent" if passage else "average", failed_pieces=len(data.failed),
+               embed_s=round(time.perf_counter() - t0, 2))
+    return out
+
+
+def average_snippets(model, data, indices, sheet_hop: int = 20, audio_hop: int = 10,
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averaging baseline: per passage, the mean of a snippet model's embeddings of the snippet
+    windows that tile it, L2-normalised → (sheet (N, d), audio (N, d))."""
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from .embed import Embedder
+    from .passages import windows
+
+    emb = Embedder(model)
+    h, w = model.config.sheet_shape
+    es, ea = [], []
+    for i in tqdm(indices, disable=not progress, desc="embed", unit="passage"):
+        s = windows(data.sheet(int(i)), w, sheet_hop, 0.0)
+        a = windows(data.audio(int(i)), model.config.context, audio_hop, 0.0)
+        es.append(emb.sheet(s).mean(0))
+        ea.append(emb.audio(a).mean(0))
+    return (F.normalize(torch.from_numpy(np.stack(es)), dim=1),
+            F.normalize(torch.from_numpy(np.stack(ea)), dim=1))

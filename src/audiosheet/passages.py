@@ -210,7 +210,7 @@ def windows(a: np.ndarray, size: int, hop: int, fill) -> np.ndarray:
     padded = np.full(a.shape[:-1] + ((n - 1) * hop + size,), fill, dtype=a.dtype)
     padded[..., :length] = a
     view = np.lib.stride_tricks.sliding_window_view(padded, size, axis=-1)[..., ::hop, :]
-    return np.ascontiguousarray(np.moveaxis(view, -2, 0))
+    return np.array(np.moveaxis(view, -2, 0), order="C")  # a writable copy
 
 
 def collate(items, fill=0.0, torch: bool = False):
