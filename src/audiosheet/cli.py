@@ -212,6 +212,22 @@ def _index_add(a) -> int:
     return 1 if rep.failed else 0
 
 
+def _index_passages(a) -> int:
+    from .index import Collection, DEFAULT_PASSAGE_MODEL
+
+    coll = Collection(a.db, create=False)
+    model = a.model or DEFAULT_PASSAGE_MODEL
+    rep = coll.add_passage_model(model, progress=not a.quiet)
+    for path, reason in rep["failed"]:
+        print(f"FAILED  {reason}", file=sys.stderr)
+    if rep["failed"]:
+        print(f"{a.db}: passage model {model} not added: {len(rep['failed'])} item(s) failed "
+              f"({rep['computed']} computed, kept for a retry)", file=sys.stderr)
+        return 1
+    print(f"{a.db}: passage model {model}: {rep['computed']} item(s) computed, {rep['kept']} kept")
+    return 0
+
+
 def _index_list(a) -> int:
     from dataclasses import asdict
 
@@ -268,6 +284,7 @@ def _evaluate_pieces(a) -> int:
 
     res = evaluate_pieces(a.corpus, split=a.split, direction=a.direction, method=a.method,
                           query_seconds=a.query_seconds, model=a.model, work=a.work, limit=a.limit,
+                          passage_model=a.passage_model,
                           seed=a.seed, progress=not a.quiet)
     if a.json:
         from pathlib import Path
@@ -499,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--split", default="test")
     pc.add_argument("--direction", choices=["a2s", "s2a"], default="a2s",
                     help="a2s: audio excerpts find scores; s2a: score pages find recordings")
-    pc.add_argument("--method", choices=["vote", "dtw"], default="dtw")
+    pc.add_argument("--method", choices=["vote", "dtw", "passage"], default="dtw")
+    pc.add_argument("--passage-model", default=None, help="passage model for --method passage "
+                    "(default: the shipped one)")
     pc.add_argument("--query-seconds", type=float, default=30.0)
     pc.add_argument("--model", default=None, help="default: the shipped model")
     pc.add_argument("--work", default=None, help="folder for the exported files and the collection "
@@ -525,6 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 100,000)")
     ia.add_argument("--quiet", action="store_true")
     ia.set_defaults(func=_index_add)
+    ip = ixs.add_parser("passages", help="add a passage model: every item's passage embeddings, "
+                        "from the kept front-end data (no file is read again)")
+    ip.add_argument("--db", required=True)
+    ip.add_argument("--model", default=None, help="passage model (default: the shipped one)")
+    ip.add_argument("--quiet", action="store_true")
+    ip.set_defaults(func=_index_passages)
     il = ixs.add_parser("list", help="the items of a collection")
     il.add_argument("--db", required=True)
     il.add_argument("--json", action="store_true")
@@ -538,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "score is), and where")
     q.add_argument("--db", required=True, help="collection folder (audiosheet index add)")
     q.add_argument("query", help="an audio file, or a score page / PDF")
-    q.add_argument("--method", choices=["vote", "dtw"], default="dtw")
+    q.add_argument("--method", choices=["vote", "dtw", "passage"], default="dtw",
+                   help="passage: needs a passage model in the collection (index passages)")
     q.add_argument("--top", type=int, default=5)
     q.add_argument("--start", type=float, default=None, help="audio query: excerpt start, s")
     q.add_argument("--end", type=float, default=None, help="audio query: excerpt end, s")

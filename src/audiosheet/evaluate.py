@@ -69,7 +69,7 @@ def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int
 def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a2s",
                     method: str = "dtw", query_seconds: float = 30.0, model: str | None = None,
                     work: str | Path | None = None, limit: int | None = None, seed: int = 0,
-                    progress: bool = False) -> dict:
+                    passage_model: str | None = None, progress: bool = False) -> dict:
     """Piece identification on a corpus split, through files only.
 
     The split is exported as a user would have it (``corpus.export``: PDF scores, FLAC
@@ -106,6 +106,14 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
         rep = coll.add(todo, progress=progress)
         if rep.failed:
             raise ValueError(f"{corpus}: {len(rep.failed)} file(s) could not be indexed, e.g. {rep.failed[0][1]}")
+    if method == "passage":  # the collection's passage model, added (or switched) first
+        from .index import DEFAULT_PASSAGE_MODEL
+
+        pm = passage_model or DEFAULT_PASSAGE_MODEL
+        if coll.settings.get("passage_model_sha256") != sha256_file(resolve_model(pm)):
+            rep = coll.add_passage_model(pm, progress=progress)
+            if rep["failed"]:
+                raise ValueError(f"{corpus}: passage model {pm}: {rep['failed'][0][1]}")
     rng = np.random.default_rng(seed)
     ranks_, lat, per = [], [], []
     for pid in tqdm(ids, desc=f"{direction} {method}", unit="query", disable=not progress):
@@ -131,6 +139,7 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
             "MRR": float(np.mean(1.0 / r)), "queries": len(r), "pieces": len(ids),
             "latency_s": float(np.median(lat)), "latency_p90_s": float(np.percentile(lat, 90)),
             "direction": direction, "method": method,
+            **({"passage_model": coll.passage_model_name} if method == "passage" else {}),
             "query": f"{query_seconds:g} s excerpt" if direction == "a2s" else "one page",
             "split": split, "model": coll.model_name, "collection_items": len(coll),
             "per_query": per}

@@ -5,6 +5,11 @@ A query is cut into snippets with the same front ends as indexed files and embed
 * ``vote`` (the reference method, Dorfer et al.): 100 evenly spaced query snippets, 25 nearest
   neighbours each among the other modality's snippets, one vote per neighbour for its item;
   items ranked by votes, the passage is the densest run of votes in the item;
+* ``passage``: with a passage model added to the collection, the query is cut into passages
+  (a score's systems and system pairs; a recording's stretches of 4.5–25 s at every 0.9 s), each
+  finds its 10 nearest indexed passages of the other modality, the 10 items with most of those
+  are shortlisted and ranked by the mean over query passages of their best cosine similarity
+  with the item's passages; the location is that of the best-matching passage;
 * ``dtw``: the vote shortlist re-ranked by subsequence dynamic time warping between the query's
   whole embedding sequence and each candidate's, since a query is usually an excerpt of a piece;
   the passage is where the warping path starts and ends. In an item much longer than the query,
@@ -20,7 +25,7 @@ import numpy as np
 
 from .index import AUDIO_HOP, SHEET_HOP, Collection, CollectionError, file_kind
 
-METHODS = ("vote", "dtw")
+METHODS = ("vote", "dtw", "passage")
 VOTE_SNIPPETS, VOTE_NEIGHBOURS = 100, 25
 SHORTLIST = 10  # candidates re-ranked by dtw
 MAX_STEP, MAX_STAY = 4, 3  # dtw: tempo ratio reference/query between 1/(MAX_STAY + 1) and MAX_STEP
@@ -209,6 +214,8 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     if not path.exists():
         raise IdentifyError(f"{path}: no such file")
     target = {"audio": "sheet", "sheet": "audio"}[query_kind(path)]
+    if method == "passage":
+        return identify_passages(coll, path, target, top, start, end, shortlist, t0)
     ix, items, owner, starts = coll.search_index(target)
     if ix.ntotal == 0:
         raise IdentifyError(f"{coll.root}: the collection has no {'scores' if target == 'sheet' else 'recordings'}"
@@ -247,6 +254,61 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
             results.append(Match(items[i].name, float(score), int(votes[i]), items[i].id, target,
                                  items[i].path, locate(d, j0, j1)))
     return Identification(str(query), kind, method, results, info, time.perf_counter() - t0)
+
+
+PASSAGE_NEIGHBOURS = 10
+
+
+def identify_passages(coll: Collection, path: Path, target: str, top: int, start, end,
+                      shortlist: int, t0: float) -> Identification:
+    """The ``passage`` method (see the module docstring)."""
+    try:
+        pe = coll.passage_embedder
+        ix, items, owner, starts = coll.passage_search_index(target)
+    except CollectionError as exc:
+        raise IdentifyError(str(exc)) from None
+    if ix.ntotal == 0:
+        raise IdentifyError(f"{coll.root}: the collection has no {'scores' if target == 'sheet' else 'recordings'}"
+                            f" to match {path.name} against (index add some first)")
+    if target == "sheet":
+        from .audio import ingest_audio
+
+        ing = ingest_audio(path, start=start, end=end)
+        q, q0, q1 = pe.audio(ing.spec)
+        info = {"start_s": round(ing.start, 2), "end_s": round(ing.start + ing.seconds, 2),
+                "seconds": round(ing.seconds, 2), "passages": len(q)}
+    else:
+        from .pages import ingest_sheet
+
+        strip = ingest_sheet(path, hop=SHEET_HOP).strip
+        q, _, _ = pe.sheet(strip.image, strip.offsets)
+        info = {"pages": len(strip.sizes), "systems": len(strip.boxes), "passages": len(q)}
+    q = np.ascontiguousarray(q, np.float32)
+    _, rows = ix.search(q, min(PASSAGE_NEIGHBOURS, ix.ntotal))
+    rows = rows[rows >= 0]
+    votes = np.bincount(owner[rows], minlength=len(items))
+    order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0][:shortlist]
+    scored = []
+    for i in order:
+        d = coll.passage_data(items[i])
+        sim = q @ d["emb"].T  # (query passages, item passages)
+        best = sim.max(axis=1)
+        qi, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        scored.append((float(best.mean()), i, int(j), d))
+    scored.sort(key=lambda x: -x[0])
+    results = []
+    for score, i, j, d in scored[:top]:
+        if target == "sheet":
+            sd = coll.data(items[i])
+            s0, s1 = int(d["system"][j]), int(d["system"][j] + d["systems"][j] - 1)
+            js = np.flatnonzero((sd["system"] >= s0) & (sd["system"] <= s1))
+            loc = sheet_location(sd, int(js[0]), int(js[-1])) if len(js) else {}
+        else:
+            fps = float(d["fps"])
+            loc = {"start_s": round(float(d["start"][j]) / fps, 2), "end_s": round(float(d["end"][j]) / fps, 2)}
+        results.append(Match(items[i].name, score, int(votes[i]), items[i].id, target, items[i].path, loc))
+    return Identification(str(path), "audio" if target == "sheet" else "sheet", "passage", results, info,
+                          time.perf_counter() - t0)
 
 
 __all__ = ["Identification", "IdentifyError", "Match", "identify", "subsequence_dtw", "CollectionError"]

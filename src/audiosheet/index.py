@@ -8,6 +8,11 @@ Layout of a collection folder::
                                comes from (page, system, x-range; or time)
     faiss/KIND.GEN.faiss       search index of all sheet (or audio) embeddings, rows in item-id
                                order; derived data, rebuilt from items/ whenever it is missing
+    passages/TAG/SHA256.npz    per item, once a passage model is added (``add_passage_model``):
+                               passage embeddings (sheet: systems and system pairs; audio:
+                               stretches) and where each passage is; TAG names the passage model.
+                               Computed from the front-end data kept in items/ (the strip, the
+                               spectrogram), so adding a passage model reads no file again
 
 An ``add`` first writes the new items' embedding files, then the next generation's FAISS files,
 and only then commits the items and the new generation number in one transaction; old
@@ -33,6 +38,7 @@ import numpy as np
 SHEET_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus"}
 DEFAULT_MODEL = "snippet-bl2-att84"
+DEFAULT_PASSAGE_MODEL = "passage-gru"
 SHEET_HOP = 10  # strip columns between indexed sheet snippets (20 px of the normalised page)
 AUDIO_HOP = 5  # spectrogram frames between indexed audio snippets (0.25 s)
 # vectors of one kind above which "auto" uses an approximate (HNSW) index: exact search of 100
@@ -42,6 +48,7 @@ HNSW_M, HNSW_EF_SEARCH = 32, 96
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
 
 KINDS = ("sheet", "audio")
+FRONT_END = ("strip", "spec")  # kept in an item's file for models added later, not loaded by data()
 INDEX_MODES = ("auto", "exact", "approx")
 
 
@@ -114,7 +121,7 @@ def _now() -> str:
 
 def _atomic_save_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
 
 
@@ -135,6 +142,8 @@ class Collection:
         self._embedder = None
         self._faiss: dict[str, object] = {}
         self._cache: dict[int, dict] = {}
+        self._passage_embedder = None
+        self._passage_index: dict = {}
         db = self.root / "collection.sqlite"
         if not db.is_file():
             if not create:
@@ -264,6 +273,16 @@ class Collection:
         for f in (self.root / "faiss").iterdir():
             if not f.name.endswith(f".{gen}.faiss"):
                 f.unlink(missing_ok=True)
+        tag = self._passage_tag()
+        for d in (self.root / "passages").iterdir() if (self.root / "passages").is_dir() else ():
+            if d.name != tag:  # another (older, or an interrupted new) passage model's files
+                import shutil
+
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            for f in d.iterdir():
+                if f.name.startswith(".") or f.stem not in keep:
+                    f.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ items
 
@@ -294,7 +313,7 @@ class Collection:
         """An item's stored arrays (embeddings float32 and locations), cached."""
         if item.id not in self._cache:
             with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
-                d = {k: z[k] for k in z.files}
+                d = {k: z[k] for k in z.files if k not in FRONT_END}
             d["emb"] = d["emb"].astype(np.float32)
             if len(self._cache) > 64:
                 self._cache.pop(next(iter(self._cache)))
@@ -315,7 +334,7 @@ class Collection:
             arrays = dict(emb=e.astype(np.float16), column=loc.column, page=loc.page,
                           system=loc.system, x0=loc.x0.astype(np.float32), x1=loc.x1.astype(np.float32),
                           boxes=st.boxes, offsets=st.offsets, lefts=st.lefts, tops=st.tops,
-                          scales=st.scales, angles=st.angles, sizes=st.sizes)
+                          scales=st.scales, angles=st.angles, sizes=st.sizes, strip=st.image)
             info = {"pages": ing.n_pages, "systems": len(st.boxes), "skipped_pages": ing.skipped,
                     "staff_space": [round(lay.staff_space, 2) for lay in ing.layouts]}
             return arrays, info, len(e)
@@ -325,7 +344,8 @@ class Collection:
         e = emb.audio(ing.snippets)
         info = {"seconds": round(ing.seconds, 3), "sample_rate": ing.sample_rate,
                 "channels": ing.channels}
-        return dict(emb=e.astype(np.float16), frame=ing.centres, fps=np.float32(ing.fps)), info, len(e)
+        return (dict(emb=e.astype(np.float16), frame=ing.centres, fps=np.float32(ing.fps),
+                     spec=ing.spec.astype(np.float16)), info, len(e))
 
     def add(self, paths: Iterable[str | Path], names: dict[str, str] | None = None,
             progress: bool = True) -> AddReport:
@@ -369,6 +389,8 @@ class Collection:
                     report.failed.append((str(f), f"{f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
                     continue
                 _atomic_save_npz(self.root / "items" / f"{sha}.npz", **arrays)
+                if self.settings.get("passage_model"):
+                    self._write_passages(sha, kind, arrays)
                 full = str(f.resolve())
                 item = Item(0, kind, names.get(full, f.stem), full, sha, _now(), n, info)
                 known[sha] = item
@@ -411,6 +433,150 @@ class Collection:
             self._cache.pop(item.id, None)
             self._clean()
         return item
+
+    # ------------------------------------------------------------------ passages
+
+    def _passage_tag(self, sha: str | None = None) -> str | None:
+        sha = sha or self.settings.get("passage_model_sha256")
+        return sha[:12] if sha else None
+
+    @property
+    def passage_model_name(self) -> str | None:
+        return self.settings.get("passage_model")
+
+    @property
+    def passage_embedder(self):
+        """The collection's passage model, ready for inference; ``CollectionError`` if it has none."""
+        if self._passage_embedder is None:
+            from .passage_embed import PassageEmbedder
+
+            name = self.settings.get("passage_model")
+            if not name:
+                raise CollectionError(f"{self.root}: no passage model in this collection (add one with "
+                                      f"'audiosheet index passages --db {self.root}')")
+            from .model import resolve_model
+
+            try:
+                ckpt = resolve_model(name)
+            except ValueError as exc:
+                raise CollectionError(f"{self.root}: its passage model is not available here ({exc})") from None
+            if sha256_file(ckpt) != self.settings["passage_model_sha256"]:
+                raise CollectionError(f"{self.root}: passage model {name} here differs from the one "
+                                      f"the collection's passages were made with; add it again")
+            self._passage_embedder = PassageEmbedder(ckpt)
+        return self._passage_embedder
+
+    def front_end(self, item: Item) -> dict:
+        """What the front end made of an item: sheet ``strip`` (uint8 (100, W)) and ``offsets``;
+        audio ``spec`` (float32 (T, 92)) and ``fps``. Collections made before these were kept
+        read the file again (it must still be there, unchanged)."""
+        with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
+            if "strip" in z.files:
+                return {"strip": z["strip"], "offsets": z["offsets"]}
+            if "spec" in z.files:
+                return {"spec": z["spec"].astype(np.float32), "fps": float(z["fps"])}
+        path = Path(item.path)
+        if not path.is_file() or sha256_file(path) != item.sha256:
+            raise CollectionError(f"{path}: indexed before front-end data was kept, and the file is "
+                                  "gone or changed; remove the item and add the file again")
+        if item.kind == "sheet":
+            from .pages import ingest_sheet
+
+            st = ingest_sheet(path, hop=self.settings["sheet_hop"]).strip
+            return {"strip": st.image, "offsets": st.offsets}
+        from .audio import ingest_audio
+
+        ing = ingest_audio(path, hop=self.settings["audio_hop"])
+        return {"spec": ing.spec, "fps": float(ing.fps)}
+
+    def _passage_arrays(self, kind: str, fe: dict, embedder=None) -> dict:
+        pe = embedder or self.passage_embedder
+        if kind == "sheet":
+            e, first, n = pe.sheet(fe["strip"], fe["offsets"])
+            return dict(emb=e.astype(np.float16), system=first, systems=n)
+        e, t0, t1 = pe.audio(fe["spec"])
+        return dict(emb=e.astype(np.float16), start=t0, end=t1, fps=np.float32(fe["fps"]))
+
+    def _write_passages(self, sha: str, kind: str, arrays: dict, embedder=None, tag: str | None = None) -> None:
+        fe = ({"strip": arrays["strip"], "offsets": arrays["offsets"]} if kind == "sheet" else
+              {"spec": arrays["spec"].astype(np.float32), "fps": float(arrays["fps"])})
+        folder = self.root / "passages" / (tag or self._passage_tag())
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_save_npz(folder / f"{sha}.npz", **self._passage_arrays(kind, fe, embedder))
+
+    def add_passage_model(self, model: str, progress: bool = True) -> dict:
+        """Compute every item's passage embeddings with passage model ``model`` (from the kept
+        front-end data: no file is read again) and make it the collection's passage model; the
+        snippet index is untouched. Running it again with the collection's passage model only
+        computes what is missing; another passage model's embeddings are replaced once all are
+        done (until then the collection keeps its previous one)."""
+        from tqdm import tqdm
+
+        from .model import resolve_model
+        from .passage_embed import PassageEmbedder
+
+        try:
+            ckpt = resolve_model(model)
+            pe = PassageEmbedder(ckpt)
+        except ValueError as exc:
+            raise CollectionError(f"{self.root}: {exc}") from None
+        sha = sha256_file(ckpt)
+        tag = self._passage_tag(sha)
+        report = {"computed": 0, "kept": 0, "failed": []}
+        with self._writing():
+            folder = self.root / "passages" / tag
+            folder.mkdir(parents=True, exist_ok=True)
+            items = self.items()
+            for it in tqdm(items, desc="passages", unit="item", disable=not progress or len(items) < 2,
+                           file=sys.stderr):
+                if (folder / f"{it.sha256}.npz").is_file():
+                    report["kept"] += 1
+                    continue
+                try:
+                    fe = self.front_end(it)
+                except (CollectionError, ValueError, OSError) as exc:
+                    report["failed"].append((it.path, str(exc).splitlines()[0]))
+                    continue
+                _atomic_save_npz(folder / f"{it.sha256}.npz", **self._passage_arrays(it.kind, fe, pe))
+                report["computed"] += 1
+            if report["failed"]:
+                return report  # the collection keeps its previous passage model (if any)
+            with self.db:
+                self._set("passage_model", model if not Path(model).exists() else str(ckpt.resolve()))
+                self._set("passage_model_sha256", sha)
+                self._set("passage_model_config", pe.config.to_dict())
+            self._passage_embedder = None
+            self._passage_index = {}
+            self._clean()
+        return report
+
+    def passage_data(self, item: Item) -> dict:
+        """An item's passage embeddings (float32) and where each passage is."""
+        tag = self._passage_tag()
+        if tag is None:
+            raise CollectionError(f"{self.root}: no passage model in this collection")
+        with np.load(self.root / "passages" / tag / f"{item.sha256}.npz") as z:
+            d = {k: z[k] for k in z.files}
+        d["emb"] = d["emb"].astype(np.float32)
+        return d
+
+    def passage_search_index(self, kind: str):
+        """(FAISS index of all ``kind`` passage embeddings, items, item index of every row, first
+        row of each item); built in memory from passages/ and cached per generation."""
+        import faiss
+
+        self._reload_settings()
+        key = (self.settings["generation"], self._passage_tag())
+        cache = self._passage_index
+        if kind not in cache or cache[kind][0] != key:
+            items = self.items(kind)
+            embs = [self.passage_data(it)["emb"] for it in items]
+            ix = faiss.IndexFlatIP(self.settings["passage_model_config"]["embed_dim"])
+            for e in embs:
+                ix.add(np.ascontiguousarray(e, np.float32))
+            n = [len(e) for e in embs]
+            cache[kind] = (key, ix, items, np.repeat(np.arange(len(items)), n), np.cumsum([0] + n))
+        return cache[kind][1:]
 
     # ------------------------------------------------------------------ FAISS
 
