@@ -111,3 +111,82 @@ def test_averaging_baseline_runs(corpus, tmp_path):
 
     res = evaluate_passages(corpus, str(path), split="all")
     assert res["method"] == "average" and res["pairs"] == 6 and 0 < res["a2s"]["MRR"] <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# inference and the collection
+
+
+def test_embedder_matches_the_model():
+    from audiosheet.passage_embed import PassageEmbedder
+    from audiosheet.passages import windows
+
+    torch.manual_seed(2)
+    m = PassageModel(TINY).eval()
+    pe = PassageEmbedder(m, bf16=False)
+    rng = np.random.default_rng(1)
+    spec = rng.random((200, 92), np.float32)
+    emb, t0, t1 = pe.audio(spec, lengths=(5, 30))
+    grid = 1 + -(-(200 - 20) // 18)  # windows covering 200 frames
+    assert len(emb) == (grid - 5 + 1) + 1 and t0[0] == 0 and t1[0] == 4 * 18 + 20 and t1.max() <= 200
+    with torch.no_grad():
+        w = torch.from_numpy(windows(spec[t0[3]:t1[3]].T, 20, 18, 0.0))[None]
+        ref = m.audio_enc(w, torch.tensor([w.shape[1]]))
+    np.testing.assert_allclose(emb[3], ref[0].numpy(), atol=1e-5)
+    strip = (rng.random((100, 700)) * 255).astype(np.uint8)
+    offsets = [0, 200, 450, 700]
+    e, first, n = pe.sheet(strip, offsets)
+    assert list(zip(first, n)) == [(0, 1), (1, 1), (2, 1), (0, 2), (1, 2)]
+    band = 1.0 - strip[10:90, 200:700].astype(np.float32) / 255.0
+    with torch.no_grad():
+        w = torch.from_numpy(windows(band, 90, 81, 0.0))[None]
+        ref = m.sheet_enc(w, torch.tensor([w.shape[1]]))
+    np.testing.assert_allclose(e[4], ref[0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="not a passage model"):
+        PassageEmbedder(SnippetModel(ModelConfig(channels=[4, 8, 8, 8])))
+
+
+def test_collection_takes_a_passage_model_without_reading_files(files, corpus, tmp_path, capsys):
+    import shutil
+
+    from audiosheet.index import Collection, CollectionError
+    from audiosheet.identify import IdentifyError, identify
+
+    mine = tmp_path / "files"
+    shutil.copytree(files, mine)
+    db = tmp_path / "coll"
+    coll = Collection(db)
+    assert not coll.add([mine / "sheets", mine / "audio" / "alpha.flac"], progress=False).failed
+    with pytest.raises(IdentifyError, match="no passage model in this collection"):
+        identify(coll, mine / "audio" / "alpha.flac", method="passage")
+    torch.manual_seed(3)
+    path = save_checkpoint(PassageModel(TINY).eval(), tmp_path / "passage.safetensors")
+    kept = mine / "audio" / "alpha.flac"
+    shutil.move(kept, tmp_path / "away.flac")
+    shutil.rmtree(mine / "sheets")  # the indexed files are gone: only the kept front-end data is left
+    assert main(["index", "passages", "--db", str(db), "--model", str(path), "--quiet"]) == 0
+    assert "5 item(s) computed" in capsys.readouterr().out
+    coll = Collection(db)
+    assert coll.passage_model_name == str(path.resolve())
+    tag = coll.settings["passage_model_sha256"][:12]
+    assert len(list((db / "passages" / tag).iterdir())) == 5
+    # a file added now gets its passages at once; identification works through the passages
+    shutil.move(tmp_path / "away.flac", kept)
+    assert not coll.add([mine / "audio"], progress=False).failed
+    assert len(list((db / "passages" / tag).iterdir())) == 8
+    res = identify(coll, mine / "audio" / "alpha.flac", method="passage", top=3)
+    assert res.method == "passage" and res.query_info["passages"] > 0
+    assert 1 <= len(res.results) <= 3 and all(m.kind == "sheet" and m.location["spans"] for m in res.results)
+    assert all(-1.0 <= m.score <= 1.0 for m in res.results)
+    # a score page finds recordings, with the time of the best-matching stretch
+    from audiosheet.corpus import Corpus
+
+    c = Corpus(corpus)
+    res = identify(coll, c.piece_dir(c.piece_ids[0]) / "page_1.png", method="passage", top=2)
+    assert res.query_kind == "sheet" and all(m.kind == "audio" and m.location["end_s"] > m.location["start_s"]
+                                             for m in res.results)
+    coll.remove(str(kept))
+    assert len(list((db / "passages" / tag).iterdir())) == 7 and len(coll) == 7
+    with pytest.raises(CollectionError, match="not a passage model"):
+        coll.add_passage_model("snippet-bl2-att84", progress=False)
+

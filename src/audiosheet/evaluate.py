@@ -48,6 +48,8 @@ def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int
 
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
+    if getattr(model.config, "kind", None) == "passage":
+        raise ValueError(f"{model.config.name}: a passage model; evaluate it with 'evaluate passages'")
     data = SnippetPairs(corpus, split, context=model.config.context)
     if len(data) < 2:
         raise ValueError(f"{corpus}: split '{split}' has fewer than 2 pairs")

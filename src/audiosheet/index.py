@@ -182,6 +182,9 @@ class Collection:
         except ValueError as exc:
             raise CollectionError(str(exc)) from None
         cfg, _, _ = read_checkpoint(ckpt)
+        if getattr(cfg, "kind", None) == "passage":
+            raise CollectionError(f"{model}: a passage model; a collection is made with a snippet model "
+                                  f"and takes a passage model with 'audiosheet index passages'")
         (self.root / "items").mkdir(parents=True, exist_ok=True)
         (self.root / "faiss").mkdir(exist_ok=True)
         tmp = self.root / ".collection.sqlite.tmp"
