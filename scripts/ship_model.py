@@ -4,7 +4,8 @@
         [--checkpoint runs/ship-att84/best.safetensors]
 
 The card records the model config, the corpus (seed, pieces, pairs), samples seen, training wall
-time, and test metrics measured here (2,000- and 10,000-pair pools, both directions).
+time, and test metrics measured here (snippet models: 2,000- and 10,000-pair pools; passage
+models: the 2,000-passage pool; both directions), plus any ``--attach``ed measurements.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from audiosheet.corpus import Corpus
-from audiosheet.evaluate import evaluate_snippets
+from audiosheet.evaluate import evaluate_passages, evaluate_snippets
 from audiosheet.model import load_checkpoint, read_checkpoint, save_checkpoint
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "audiosheet" / "pretrained"
@@ -45,6 +46,8 @@ def main() -> int:
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--seed", type=int, default=0, help="evaluation sampling seed")
+    ap.add_argument("--attach", action="append", default=[], metavar="NAME=JSON",
+                    help="a further measurement's JSON output to keep in the card (e.g. variants, identification)")
     ap.add_argument("--then", action="append", default=[],
                     help="a further command that made the checkpoint (e.g. audiosheet fit-cca ...), for the card")
     a = ap.parse_args()
@@ -57,14 +60,21 @@ def main() -> int:
     upto = [r for r in rows if int(r["samples"]) <= int(extra.get("samples", 0))]
     wall = float(upto[-1]["wall_s"]) if upto else None
     corpus = Corpus(a.corpus)
+    passage = getattr(cfg, "kind", None) == "passage"
     metrics = {}
-    for pool in (2000, 10000):
-        r = evaluate_snippets(a.corpus, model, split="test", pairs=pool, seed=a.seed, progress=True)
-        metrics[str(pool)] = {"a2s": r["a2s"], "s2a": r["s2a"], "pairs": r["pairs"], "pieces": r["pieces"]}
+    for pool in ((2000,) if passage else (2000, 10000)):
+        evaluate = evaluate_passages if passage else evaluate_snippets
+        r = evaluate(a.corpus, model, split="test", pairs=pool, seed=a.seed, progress=True)
+        metrics[str(pool)] = {k: r[k] for k in ("a2s", "s2a", "pairs", "pieces", "by_length") if k in r}
         print(pool, json.dumps(metrics[str(pool)]))
+    attached = {}
+    for spec in a.attach:
+        name, _, path = spec.partition("=")
+        res = json.loads(Path(path).read_text())
+        attached[name] = {k: v for k, v in res.items() if k not in ("per_query",)}
     card = {
         "name": a.name,
-        "kind": "snippet",
+        "kind": "passage" if passage else "snippet",
         "config": cfg.to_dict(),
         "training": {k: train["train"][k] for k in ("lr", "weight_decay", "batch", "epoch_samples", "patience",
                                                      "refinements", "max_samples", "cca_pairs", "seed")},
@@ -86,13 +96,18 @@ def main() -> int:
                                else "")},
         "initialised_from": _init(train),
         "test_metrics": metrics["2000"],
-        "test_metrics_10000": metrics["10000"],
+        **({"test_metrics_10000": metrics["10000"]} if "10000" in metrics else {}),
+        **({"other_measurements": attached} if attached else {}),
         "command": f"audiosheet train --corpus CORPUS --config {cfg.name} --out {run.name} "
                    + " ".join(f"--{k.replace('_', '-')} {train['train'][k]}"
                               for k in ("patience", "max_samples", "snapshot_every", "threads")
-                              if train["train"].get(k)),
+                              if train["train"].get(k))
+                   + "".join(f" --init-{k} {Path(train[f'init_{k}']).name}" for k in ("audio", "sheet")
+                             if train.get(f"init_{k}"))
+                   + (" --freeze-cnn" if train["train"].get("freeze_cnn") else ""),
         "then": a.then,
-        "evaluate": f"audiosheet evaluate snippets --corpus CORPUS --split test --model {a.name} --pairs 2000",
+        "evaluate": f"audiosheet evaluate {'passages' if passage else 'snippets'} --corpus CORPUS "
+                    f"--split test --model {a.name} --pairs 2000",
     }
     PRETRAINED.mkdir(exist_ok=True)
     save_checkpoint(model, PRETRAINED / f"{a.name}.safetensors", {"samples": card["samples_seen"]})
