@@ -15,8 +15,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class DictConfig:
+    """JSON round trip of a config dataclass; unknown fields are an error."""
+
+    what = "model config"
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown {cls.what} fields: {', '.join(sorted(unknown))}")
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     name: str = "bl2"  # short name of the variant
     head: str = "dense"  # "gap": global average pooling (BL1); "dense": flatten + linear (BL2)
     context: int = 42  # audio snippet length in frames (42, 84 or 168)
@@ -37,16 +54,6 @@ class ModelConfig:
     margin: float = 0.7  # ranking-loss margin
     symmetric: bool = False  # ranking loss in both directions
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        unknown = set(d) - set(known)
-        if unknown:
-            raise ValueError(f"unknown model config fields: {', '.join(sorted(unknown))}")
-        return cls(**known)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 CONFIG_NAMES = ("bl1", "bl2", "bl2_att84", "bl2_att168", "bl2_cca_in_training", "passage_gru")

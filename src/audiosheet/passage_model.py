@@ -9,20 +9,20 @@ hyperparameter lives in ``PassageConfig`` and is saved with the weights.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .model import ModelConfig, Pathway
+from .model import DictConfig, ModelConfig, Pathway
 
 FORMAT = "audiosheet-passage-v1"
 
 
 @dataclass
-class PassageConfig:
+class PassageConfig(DictConfig):
     name: str = "passage_gru"  # short name of the variant
     kind: str = "passage"  # config family (snippet configs have none)
     channels: list = field(default_factory=lambda: [24, 48, 96, 96])  # per-snippet CNN block widths
@@ -38,17 +38,7 @@ class PassageConfig:
     margin: float = 0.3  # ranking-loss margin
     symmetric: bool = True  # ranking loss in both directions
     lengths: list = field(default_factory=lambda: [1, 2, 3])  # systems per training passage
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PassageConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        unknown = set(d) - set(known)
-        if unknown:
-            raise ValueError(f"unknown passage config fields: {', '.join(sorted(unknown))}")
-        return cls(**known)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    what = "passage config"  # (class attribute, for error messages)
 
     def snippet_config(self) -> ModelConfig:
         """The per-snippet CNN's settings, in the snippet model's terms."""
