@@ -75,7 +75,7 @@ def _train(a) -> int:
 
     overrides = {k: getattr(a, k) for k in ("lr", "epoch_samples", "patience", "refinements", "seed",
                                              "threads", "val_pairs", "cca_pairs", "batch", "snapshot_every",
-                                             "augment")
+                                             "augment", "boundary_jitter")
                  if getattr(a, k) is not None}
     if a.freeze_cnn:
         overrides["freeze_cnn"] = True
@@ -448,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", type=float, default=None,
                    help="fine-tuning augmentation: the pre-training augmentations with their "
                         "probabilities times this (0: off, the default; 1: as in pre-training)")
+    t.add_argument("--boundary-jitter", type=float, default=None, help="passage models: move training "
+                   "audio passages' start and end by up to this fraction of their length (default 0)")
     t.add_argument("--freeze-cnn", action="store_true", help="passage models: keep the per-snippet "
                    "CNNs' convolutions as initialised by --init-audio/--init-sheet (about 3x faster)")
     t.add_argument("--threads", type=int, default=None)

@@ -307,10 +307,14 @@ class PassagePairs:
         band = self.strips[r["piece"]][y0:y0 + SHEET_H, r["x0"]:r["x1"]]
         return 1.0 - band.astype(np.float32) / 255.0
 
-    def audio(self, i: int) -> np.ndarray:
-        """float32 (92, t1 - t0): the passage's spectrogram frames."""
+    def audio(self, i: int, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """float32 (92, t1 - t0): the passage's spectrogram frames; ``shift`` moves its start and
+        end by that many frames (kept inside the performance and at least one window long)."""
         r = self.passages[i]
-        return np.asarray(self.specs[r["piece"]][r["perf"]][r["t0"]:r["t1"]], np.float32).T
+        spec = self.specs[r["piece"]][r["perf"]]
+        t0 = int(np.clip(r["t0"] + shift[0], 0, len(spec) - 1))
+        t1 = int(np.clip(r["t1"] + shift[1], min(t0 + self.audio_window, len(spec)), len(spec)))
+        return np.asarray(spec[t0:t1], np.float32).T
 
     def windows_sheet(self, i: int) -> np.ndarray:
         """float32 (n, 80, 90): sheet windows every 81 columns, the last padded with paper (0)."""

@@ -47,6 +47,8 @@ class TrainConfig:
     seed: int = 0  # sampling and augmentation seed
     augment: float = 0.0  # fine-tuning augmentation (``augment`` pipelines): every step's
     #   pre-training probability times this (0: off); geometry kept small so pairs stay aligned
+    boundary_jitter: float = 0.0  # passage models: move each training audio passage's start and end
+    #   by up to this fraction of its length (imprecise boundaries; queries cut without them)
     freeze_cnn: bool = False  # passage models: keep the per-snippet CNN's convolutions as
     #   initialised (--init-*) and train its dense layer, the GRU and the output layer (~3x faster)
     threads: int = 0  # torch threads (0: all cores)
@@ -515,7 +517,10 @@ class PassageSampler:
         dys = rng.integers(-int(cfg.system_shift), int(cfg.system_shift) + 1, size=batch)
         sheets = [windows(d.sheet(int(i), int(dy)), d.sheet_window, d.sheet_hop, 0.0)
                   for i, dy in zip(idx, dys)]
-        audios = [d.windows_audio(int(i)) for i in idx]
+        span = (d.passages["t1"][idx] - d.passages["t0"][idx]).astype(np.float64)
+        moves = np.round(rng.uniform(-1, 1, size=(batch, 2)) * cfg.boundary_jitter * span[:, None]).astype(int)
+        audios = [windows(d.audio(int(i), (int(m0), int(m1))), d.audio_window, d.audio_hop, 0.0)
+                  for i, (m0, m1) in zip(idx, moves)]
         s, ns = collate(sheets, torch=True)
         a, ms = collate(audios, torch=True)
         return s, ns, a, ms
@@ -554,6 +559,9 @@ def _passage_task(corpus, model_cfg, train_cfg: TrainConfig, init_audio, init_sh
     if len(data) == 0 or len(val) < 2:
         raise TrainError(f"{corpus}: the corpus needs passages in its train and {train_cfg.val_split} "
                          f"splits (train {len(data)}, {train_cfg.val_split} {len(val)})")
+    if not 0.0 <= train_cfg.boundary_jitter < 0.5:
+        raise TrainError(f"--boundary-jitter {train_cfg.boundary_jitter}: a fraction of the passage "
+                         "length, 0 to below 0.5")
     if train_cfg.batch < 2:
         raise TrainError(f"batch {train_cfg.batch}: the ranking loss needs at least 2 passages per batch")
     val_idx = passage_pool(val, train_cfg.val_pairs, seed=train_cfg.seed)
