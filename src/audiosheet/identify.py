@@ -7,9 +7,12 @@ A query is cut into snippets with the same front ends as indexed files and embed
   items ranked by votes, the passage is the densest run of votes in the item;
 * ``passage``: with a passage model added to the collection, the query is cut into passages
   (a score's systems and system pairs; a recording's stretches of 4.5–25 s at every 0.9 s), each
-  finds its 10 nearest indexed passages of the other modality, the 10 items with most of those
-  are shortlisted and ranked by the mean over query passages of their best cosine similarity
-  with the item's passages; the location is that of the best-matching passage;
+  finds its 10 nearest indexed passages of the other modality, and the 10 items with most of
+  those are shortlisted. Only the score side has true passage boundaries, so each of its
+  passages takes its best cosine similarity among the recording side's stretches: a score query
+  is ranked by the mean of that over its passages, a recording query by the mean over the item's
+  round(T / 8.5 s) best-found passages (T: the query's length; 8.5 s: a typical system). The
+  location is that of the best-matching pair;
 * ``dtw``: the vote shortlist re-ranked by subsequence dynamic time warping between the query's
   whole embedding sequence and each candidate's, since a query is usually an excerpt of a piece;
   the passage is where the warping path starts and ends. In an item much longer than the query,
@@ -257,6 +260,8 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
 
 
 PASSAGE_NEIGHBOURS = 10
+SYSTEM_SECONDS = 8.5  # how long a system typically plays (test split median): an audio query of
+# T seconds is scored by the item's round(T / 8.5) best-found passages
 
 
 def identify_passages(coll: Collection, path: Path, target: str, top: int, start, end,
@@ -292,9 +297,13 @@ def identify_passages(coll: Collection, path: Path, target: str, top: int, start
     for i in order:
         d = coll.passage_data(items[i])
         sim = q @ d["emb"].T  # (query passages, item passages)
-        best = sim.max(axis=1)
+        if target == "sheet":  # the item's systems are the exact passages: each finds its best stretch
+            k = max(1, int(round(info["seconds"] / SYSTEM_SECONDS)))
+            score = float(np.sort(sim.max(axis=0))[::-1][:k].mean())
+        else:  # the query's systems are: each finds its best stretch of the recording
+            score = float(sim.max(axis=1).mean())
         qi, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
-        scored.append((float(best.mean()), i, int(j), d))
+        scored.append((score, i, int(j), d))
     scored.sort(key=lambda x: -x[0])
     results = []
     for score, i, j, d in scored[:top]:
