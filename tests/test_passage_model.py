@@ -190,3 +190,22 @@ def test_collection_takes_a_passage_model_without_reading_files(files, corpus, t
     with pytest.raises(CollectionError, match="not a passage model"):
         coll.add_passage_model("snippet-bl2-att84", progress=False)
 
+
+
+def test_boundary_jitter_moves_audio_only_inside_the_performance(corpus, tmp_path):
+    from audiosheet.train import PassageSampler
+
+    ds = PassagePairs(corpus, "all")
+    i = 0
+    r = ds.passages[i]
+    n = len(ds.specs[r["piece"]][r["perf"]])
+    assert ds.audio(i, (0, 0)).shape[1] == r["t1"] - r["t0"]
+    assert ds.audio(i, (-10**6, 10**6)).shape[1] == n  # clipped to the whole performance
+    assert ds.audio(i, (10**6, -10**6)).shape[1] == min(20, n)  # never shorter than one window
+    np.testing.assert_array_equal(ds.audio(i, (5, 0)), ds.audio(i)[:, 5:])
+    plain = PassageSampler(ds, TrainConfig(batch=6))(0, 6)
+    moved = PassageSampler(ds, TrainConfig(batch=6, boundary_jitter=0.3))(0, 6)
+    torch.testing.assert_close(plain[0], moved[0])  # the sheet side is untouched
+    assert not torch.equal(plain[3], moved[3]) or not torch.equal(plain[2], moved[2])
+    with pytest.raises(TrainError, match="--boundary-jitter 0.6"):
+        train(corpus, tmp_path / "j", TINY, TrainConfig(boundary_jitter=0.6, val_split="test"), progress=False)

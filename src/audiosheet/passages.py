@@ -312,7 +312,7 @@ class PassagePairs:
         end by that many frames (kept inside the performance and at least one window long)."""
         r = self.passages[i]
         spec = self.specs[r["piece"]][r["perf"]]
-        t0 = int(np.clip(r["t0"] + shift[0], 0, len(spec) - 1))
+        t0 = int(np.clip(r["t0"] + shift[0], 0, max(len(spec) - self.audio_window, 0)))
         t1 = int(np.clip(r["t1"] + shift[1], min(t0 + self.audio_window, len(spec)), len(spec)))
         return np.asarray(spec[t0:t1], np.float32).T
 
