@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--seed", type=int, default=0, help="evaluation sampling seed")
+    ap.add_argument("--test-json", default=None, help="the --json output of `audiosheet evaluate "
+                    "snippets/passages --pairs 2000` on this checkpoint, instead of measuring it again")
     ap.add_argument("--attach", action="append", default=[], metavar="NAME=JSON",
                     help="a further measurement's JSON output to keep in the card (e.g. variants, identification)")
     ap.add_argument("--then", action="append", default=[],
@@ -63,6 +65,10 @@ def main() -> int:
     passage = getattr(cfg, "kind", None) == "passage"
     metrics = {}
     for pool in ((2000,) if passage else (2000, 10000)):
+        if a.test_json and pool == 2000:  # measured already, from this checkpoint, with the same command
+            r = json.loads(Path(a.test_json).read_text())
+            metrics["2000"] = {k: r[k] for k in ("a2s", "s2a", "pairs", "pieces", "by_length") if k in r}
+            continue
         evaluate = evaluate_passages if passage else evaluate_snippets
         r = evaluate(a.corpus, model, split="test", pairs=pool, seed=a.seed, progress=True)
         metrics[str(pool)] = {k: r[k] for k in ("a2s", "s2a", "pairs", "pieces", "by_length") if k in r}
@@ -83,7 +89,7 @@ def main() -> int:
         "train_wall_s": wall,
         "val_MRR": extra.get("val_MRR"),
         "cca_reestimated_on": extra.get("cca_pairs"),
-        "cca_power": cfg.cca_power if cfg.cca else None,
+        "cca_power": cfg.cca_power if getattr(cfg, "cca", False) else None,
         "val_MRR_by_cca": extra.get("val_MRR_by_cca"),
         "corpus": {"seed": corpus.manifest.get("seed"), "source": corpus.manifest.get("source"),
                    "pieces": {s: len(corpus.split(s)) for s in ("train", "valid", "test")},

@@ -6,13 +6,12 @@ A query is cut into snippets with the same front ends as indexed files and embed
   neighbours each among the other modality's snippets, one vote per neighbour for its item;
   items ranked by votes, the passage is the densest run of votes in the item;
 * ``passage``: with a passage model added to the collection, the query is cut into passages
-  (a score's systems and system pairs; a recording's stretches of 4.5–25 s at every 0.9 s), each
-  finds its 10 nearest indexed passages of the other modality, and the 10 items with most of
-  those are shortlisted. Only the score side has true passage boundaries, so each of its
-  passages takes its best cosine similarity among the recording side's stretches: a score query
-  is ranked by the mean of that over its passages, a recording query by the mean over the item's
-  round(T / 8.5 s) best-found passages (T: the query's length; 8.5 s: a typical system). The
-  location is that of the best-matching pair;
+  (a score's systems and system pairs; a recording's stretches of 4.5–25 s at every 0.9 s).
+  A recording query: each stretch votes for the scores of its 5 nearest indexed passages; scores
+  are ranked by votes / √(their passages), so long scores do not win by size. A score query:
+  each system finds its 10 nearest stretches, the 10 recordings with most of those are
+  shortlisted and ranked by the mean, over the query's passages, of their best cosine similarity
+  among the recording's stretches. The location is that of the best-matching pair;
 * ``dtw``: the vote shortlist re-ranked by subsequence dynamic time warping between the query's
   whole embedding sequence and each candidate's, since a query is usually an excerpt of a piece;
   the passage is where the warping path starts and ends. In an item much longer than the query,
@@ -41,7 +40,8 @@ class IdentifyError(ValueError):
 @dataclass
 class Match:
     piece: str  # name of the matched item (the file name without suffix unless named)
-    score: float  # vote: share of the votes; dtw: mean cosine similarity along the path
+    score: float  # vote: share of the votes; dtw: mean cosine similarity along the path; passage:
+    # share of the length-normalised votes (recording query) or mean best cosine (score query)
     votes: int
     item: int  # item id in the collection
     kind: str  # "sheet" or "audio"
@@ -259,9 +259,8 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     return Identification(str(query), kind, method, results, info, time.perf_counter() - t0)
 
 
-PASSAGE_NEIGHBOURS = 10
-SYSTEM_SECONDS = 8.5  # how long a system typically plays (test split median): an audio query of
-# T seconds is scored by the item's round(T / 8.5) best-found passages
+PASSAGE_NEIGHBOURS = 10  # score query: neighbours per query system for the shortlist
+PASSAGE_VOTES = 5  # recording query: neighbours (votes) per query stretch
 
 
 def identify_passages(coll: Collection, path: Path, target: str, top: int, start, end,
@@ -289,19 +288,22 @@ def identify_passages(coll: Collection, path: Path, target: str, top: int, start
         q, _, _ = pe.sheet(strip.image, strip.offsets)
         info = {"pages": len(strip.sizes), "systems": len(strip.boxes), "passages": len(q)}
     q = np.ascontiguousarray(q, np.float32)
-    _, rows = ix.search(q, min(PASSAGE_NEIGHBOURS, ix.ntotal))
+    k = PASSAGE_VOTES if target == "sheet" else PASSAGE_NEIGHBOURS
+    _, rows = ix.search(q, min(k, ix.ntotal))
     rows = rows[rows >= 0]
     votes = np.bincount(owner[rows], minlength=len(items))
-    order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0][:shortlist]
+    sizes = np.diff(starts)
+    if target == "sheet":  # votes per √(item passages): long scores do not win by size alone
+        rate = votes / np.sqrt(np.maximum(sizes, 1))
+        order = [int(i) for i in np.argsort(-rate, kind="stable") if votes[i] > 0][:top]
+    else:
+        order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0][:shortlist]
     scored = []
     for i in order:
         d = coll.passage_data(items[i])
         sim = q @ d["emb"].T  # (query passages, item passages)
-        if target == "sheet":  # the item's systems are the exact passages: each finds its best stretch
-            k = max(1, int(round(info["seconds"] / SYSTEM_SECONDS)))
-            score = float(np.sort(sim.max(axis=0))[::-1][:k].mean())
-        else:  # the query's systems are: each finds its best stretch of the recording
-            score = float(sim.max(axis=1).mean())
+        # a score query: each of its systems finds its best stretch of the recording
+        score = float(rate[i] / rate.sum()) if target == "sheet" else float(sim.max(axis=1).mean())
         qi, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
         scored.append((score, i, int(j), d))
     scored.sort(key=lambda x: -x[0])
