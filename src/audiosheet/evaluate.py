@@ -177,7 +177,6 @@ def evaluate_passages(corpus: str | Path, model, split: str = "test", pairs: int
     if passage:
         from .train import embed_passages
 
-        torch.set_grad_enabled(False)
         es, ea = embed_passages(model, data, idx, progress=progress)
     else:
         es, ea = average_snippets(model, data, idx, sheet_hop, audio_hop, progress)
