@@ -48,3 +48,22 @@ def test_shipped_model_embeds_without_download(no_network, capsys):
     assert main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert name in [c["name"] for c in listed]
+
+
+def test_shipped_passage_model_finds_recordings_of_scores(files, tmp_path, no_network):
+    """The shipped passage model, added to a collection of the test files: each score (PDF) finds
+    its own recording first among four, with the time of the best-matching stretch."""
+    from audiosheet.identify import identify
+    from audiosheet.index import DEFAULT_PASSAGE_MODEL, Collection
+
+    card = next(c for c in shipped_models() if c["name"] == DEFAULT_PASSAGE_MODEL)
+    assert card["kind"] == "passage" and card["config"]["embed_dim"] == 64
+    coll = Collection(tmp_path / "c")
+    assert not coll.add([files / "sheets", files / "audio"], progress=False).failed
+    rep = coll.add_passage_model(DEFAULT_PASSAGE_MODEL, progress=False)
+    assert rep["computed"] == 8 and not rep["failed"]
+    for pdf in sorted((files / "sheets").glob("*.pdf")):
+        res = identify(coll, pdf, method="passage", top=4)
+        assert res.results[0].piece == pdf.stem, [(m.piece, m.score) for m in res.results]
+        loc = res.results[0].location
+        assert 0 <= loc["start_s"] < loc["end_s"]
