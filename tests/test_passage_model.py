@@ -209,3 +209,24 @@ def test_boundary_jitter_moves_audio_only_inside_the_performance(corpus, tmp_pat
     assert not torch.equal(plain[3], moved[3]) or not torch.equal(plain[2], moved[2])
     with pytest.raises(TrainError, match="--boundary-jitter 0.6"):
         train(corpus, tmp_path / "j", TINY, TrainConfig(boundary_jitter=0.6, val_split="test"), progress=False)
+
+
+def test_system_chain_follows_consecutive_systems():
+    from audiosheet.identify import system_chain
+
+    rng = np.random.default_rng(0)
+    stretches = [(g, n) for n in (4, 5, 6) for g in range(0, 16 - n + 1)]
+    first = np.array([g for g, _ in stretches])
+    length = np.array([n for _, n in stretches])
+    sim = rng.uniform(-0.2, 0.5, size=(len(stretches), 8))
+    # the query plays systems 3, 4, 5 in windows 0-5, 5-10, 10-16
+    for (g, n), s in (((0, 5), 3), ((5, 5), 4), ((10, 6), 5)):
+        sim[stretches.index((g, n)), s] = 0.95
+    sim[stretches.index((5, 5)), 6] = 0.99  # a better single match that breaks the order
+    value, mean, s0, s1 = system_chain(sim, first, length, 16, tau=0.7, slack=2)
+    assert (s0, s1) == (3, 5) and mean == pytest.approx(0.95) and value == pytest.approx(3 * 0.25)
+    # nothing above tau: the best chain has a negative value; stretches that cannot reach the
+    # query's end make no chain at all
+    assert system_chain(sim * 0.1, first, length, 16, tau=0.7, slack=2)[0] < 0
+    short = length == 4
+    assert system_chain(sim[short], first[short], length[short], 30, tau=0.7, slack=2)[0] == float("-inf")

@@ -7,8 +7,10 @@ A query is cut into snippets with the same front ends as indexed files and embed
   items ranked by votes, the passage is the densest run of votes in the item;
 * ``passage``: with a passage model added to the collection, the query is cut into passages
   (a score's systems and system pairs; a recording's stretches of 4.5–25 s at every 0.9 s).
-  A recording query: each stretch votes for the scores of its 5 nearest indexed passages; scores
-  are ranked by votes / √(their passages), so long scores do not win by size. A score query:
+  A recording query: each stretch votes for the scores of its 5 nearest indexed passages; the
+  20 scores with most votes per √(their passages) (long scores do not win by size) are ranked by
+  their best *system chain* (``system_chain``): the query cut into consecutive stretches matched
+  to consecutive systems, each adding its cosine minus 0.70. A score query:
   each system finds its 10 nearest stretches, the 10 recordings with most of those are
   shortlisted and ranked by the mean, over the query's passages, of their best cosine similarity
   among the recording's stretches. The location is that of the best-matching pair;
@@ -41,7 +43,7 @@ class IdentifyError(ValueError):
 class Match:
     piece: str  # name of the matched item (the file name without suffix unless named)
     score: float  # vote: share of the votes; dtw: mean cosine similarity along the path; passage:
-    # share of the length-normalised votes (recording query) or mean best cosine (score query)
+    # mean cosine along the system chain (recording query) or mean best cosine (score query)
     votes: int
     item: int  # item id in the collection
     kind: str  # "sheet" or "audio"
@@ -261,6 +263,52 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
 
 PASSAGE_NEIGHBOURS = 10  # score query: neighbours per query system for the shortlist
 PASSAGE_VOTES = 5  # recording query: neighbours (votes) per query stretch
+PASSAGE_SHORTLIST = 20  # recording query: scores whose system chains are compared
+CHAIN_TAU = 0.70  # a stretch counts for a chain only above this cosine: the 99th percentile of
+# non-matching system-passage pairs on the validation split (matching pairs: median 0.886)
+CHAIN_SLACK = 6  # grid windows (5.4 s) a chain may leave unmatched at either end of the query
+QUERY_LENGTHS = tuple(range(4, 29))  # recording query: stretch lengths (windows) for the chains
+
+
+def system_chain(sim: np.ndarray, first: np.ndarray, length: np.ndarray, n_grid: int,
+                 tau: float = CHAIN_TAU, slack: int = CHAIN_SLACK) -> tuple[float, float, int, int]:
+    """Best segmentation of a recording query into consecutive stretches matched to consecutive
+    systems of one score.
+
+    ``sim`` (n stretches, S systems): cosine of query stretch b — grid windows ``first[b]`` to
+    ``first[b] + length[b]`` — with system s. A chain is a run of stretches, each starting where
+    the previous ends, matched to systems s, s + 1, …; it starts within ``slack`` windows of the
+    query's start and ends within ``slack`` of its end (the excerpt cuts systems there). Each
+    stretch adds (cosine − ``tau``). Returns (chain value, mean cosine along it, first system, last
+    system); value −inf if no chain exists."""
+    n, S = sim.shape
+    best = np.full((n_grid + 1, S), -np.inf)
+    total = np.zeros((n_grid + 1, S))
+    count = np.zeros((n_grid + 1, S), np.int64)
+    origin = np.zeros((n_grid + 1, S), np.int64)
+    for b in np.argsort(first + length, kind="stable"):  # by where the stretch ends
+        g, end = int(first[b]), int(first[b] + length[b])
+        gain = sim[b] - tau
+        fresh = gain if g <= slack else np.full(S, -np.inf)
+        prev = np.full(S, -np.inf)
+        prev[1:] = best[g, :-1] + gain[1:]
+        take_prev = prev > fresh
+        cand = np.where(take_prev, prev, fresh)
+        better = cand > best[end]
+        if not better.any():
+            continue
+        shifted = lambda a, new: np.where(take_prev, np.concatenate([[0], a[g, :-1]]), new)  # noqa: E731
+        best[end] = np.where(better, cand, best[end])
+        total[end] = np.where(better, shifted(total, 0) + sim[b], total[end])
+        count[end] = np.where(better, shifted(count, 0) + 1, count[end])
+        origin[end] = np.where(better, shifted(origin, np.arange(S)), origin[end])
+    tail = best[max(n_grid - slack, 0):]
+    if not np.isfinite(tail).any():
+        return float("-inf"), 0.0, 0, 0
+    e, s_last = np.unravel_index(int(np.argmax(tail)), tail.shape)
+    e += max(n_grid - slack, 0)
+    return (float(best[e, s_last]), float(total[e, s_last] / count[e, s_last]), int(origin[e, s_last]),
+            int(s_last))
 
 
 def identify_passages(coll: Collection, path: Path, target: str, top: int, start, end,
@@ -276,48 +324,61 @@ def identify_passages(coll: Collection, path: Path, target: str, top: int, start
                             f" to match {path.name} against (index add some first)")
     if target == "sheet":
         from .audio import ingest_audio
+        from .passage_embed import AUDIO_LENGTHS
 
         ing = ingest_audio(path, start=start, end=end)
-        q, q0, q1 = pe.audio(ing.spec)
+        q, q0, q1 = pe.audio(ing.spec, lengths=QUERY_LENGTHS)
+        hop = pe.config.audio_hop
+        g0, glen = q0 // hop, (q1 - q0 - pe.config.audio_window) // hop + 1
+        n_grid = int((g0 + glen).max()) if len(q) else 0
         info = {"start_s": round(ing.start, 2), "end_s": round(ing.start + ing.seconds, 2),
                 "seconds": round(ing.seconds, 2), "passages": len(q)}
+        voters = np.isin(glen, AUDIO_LENGTHS) | (glen == glen.max())  # the lengths the index holds
     else:
         from .pages import ingest_sheet
 
         strip = ingest_sheet(path, hop=SHEET_HOP).strip
         q, _, _ = pe.sheet(strip.image, strip.offsets)
         info = {"pages": len(strip.sizes), "systems": len(strip.boxes), "passages": len(q)}
+        voters = np.ones(len(q), bool)
     q = np.ascontiguousarray(q, np.float32)
     k = PASSAGE_VOTES if target == "sheet" else PASSAGE_NEIGHBOURS
-    _, rows = ix.search(q, min(k, ix.ntotal))
+    _, rows = ix.search(q[voters], min(k, ix.ntotal))
     rows = rows[rows >= 0]
     votes = np.bincount(owner[rows], minlength=len(items))
-    sizes = np.diff(starts)
-    if target == "sheet":  # votes per √(item passages): long scores do not win by size alone
-        rate = votes / np.sqrt(np.maximum(sizes, 1))
-        order = [int(i) for i in np.argsort(-rate, kind="stable") if votes[i] > 0][:top]
-    else:
-        order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0][:shortlist]
     scored = []
-    for i in order:
-        d = coll.passage_data(items[i])
-        sim = q @ d["emb"].T  # (query passages, item passages)
-        # a score query: each of its systems finds its best stretch of the recording
-        score = float(rate[i] / rate.sum()) if target == "sheet" else float(sim.max(axis=1).mean())
-        qi, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
-        scored.append((score, i, int(j), d))
-    scored.sort(key=lambda x: -x[0])
+    if target == "sheet":  # shortlist by votes per √(item passages), rank by the best system chain
+        rate = votes / np.sqrt(np.maximum(np.diff(starts), 1))
+        order = [int(i) for i in np.argsort(-rate, kind="stable") if votes[i] > 0][:PASSAGE_SHORTLIST]
+        for i in order:
+            d = coll.passage_data(items[i])
+            one = np.flatnonzero(d["systems"] == 1)
+            value, mean, s0, s1 = system_chain(q @ d["emb"][one].T, g0, glen, n_grid)
+            if not np.isfinite(value):  # no chain: the best single system, ranked after every chain
+                j = int(np.argmax((q @ d["emb"][one].T).max(axis=0)))
+                value, mean, s0, s1 = -1e6 + rate[i], float((q @ d["emb"][one[j]]).max()), j, j
+            scored.append((value, mean, i, int(d["system"][one[s0]]), int(d["system"][one[s1]]), d))
+        scored.sort(key=lambda x: -x[0])
+    else:  # a score query: each of its systems finds its best stretch of the recording
+        order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0][:shortlist]
+        for i in order:
+            d = coll.passage_data(items[i])
+            sim = q @ d["emb"].T  # (query passages, item passages)
+            j = int(np.unravel_index(int(np.argmax(sim)), sim.shape)[1])
+            scored.append((float(sim.max(axis=1).mean()), 0.0, i, j, j, d))
+        scored.sort(key=lambda x: -x[0])
     results = []
-    for score, i, j, d in scored[:top]:
+    for value, mean, i, a, b, d in scored[:top]:
         if target == "sheet":
             sd = coll.data(items[i])
-            s0, s1 = int(d["system"][j]), int(d["system"][j] + d["systems"][j] - 1)
-            js = np.flatnonzero((sd["system"] >= s0) & (sd["system"] <= s1))
+            js = np.flatnonzero((sd["system"] >= a) & (sd["system"] <= b))
             loc = sheet_location(sd, int(js[0]), int(js[-1])) if len(js) else {}
+            score = mean
         else:
             fps = float(d["fps"])
-            loc = {"start_s": round(float(d["start"][j]) / fps, 2), "end_s": round(float(d["end"][j]) / fps, 2)}
-        results.append(Match(items[i].name, score, int(votes[i]), items[i].id, target, items[i].path, loc))
+            loc = {"start_s": round(float(d["start"][a]) / fps, 2), "end_s": round(float(d["end"][a]) / fps, 2)}
+            score = value
+        results.append(Match(items[i].name, float(score), int(votes[i]), items[i].id, target, items[i].path, loc))
     return Identification(str(path), "audio" if target == "sheet" else "sheet", "passage", results, info,
                           time.perf_counter() - t0)
 
