@@ -95,10 +95,14 @@ def test_identify_audio_finds_score_and_passage(coll_path, files):
         loc = top.location
         assert loc["page"] >= 1 and loc["system"] >= 1 and loc["x1"] > loc["x0"]
         assert all(s["box"][2] > s["box"][0] and s["box"][3] > s["box"][1] for s in loc["spans"])
-        assert res.results == sorted(res.results, key=lambda m: -m.score)
+        assert res.results == sorted(res.results, key=lambda m: -m.margin)  # calibrated ranking
+        conf = [m.confidence for m in res.results]
+        assert conf == sorted(conf, reverse=True) and all(0 <= c <= 1 for c in conf)
+        assert res.confident == (conf[0] >= 0.5)
     assert hits >= 3  # the four test pieces are bare scales, two of them alike
     part = c.identify(c.items("audio")[2].path, start=1.0, end=4.5)
-    assert part.query_info == {"start_s": 1.0, "end_s": 4.5, "seconds": 3.5}
+    assert {k: part.query_info[k] for k in ("start_s", "end_s", "seconds")} == \
+        {"start_s": 1.0, "end_s": 4.5, "seconds": 3.5}
     vote = c.identify(c.items("audio")[0].path, method="vote")
     assert vote.results[0].votes == max(m.votes for m in vote.results)
     assert abs(sum(m.score for m in vote.results) - 1) < 1e-6 or len(vote.results) == 4

@@ -255,7 +255,8 @@ def _identify(a) -> int:
     from .identify import identify
 
     coll = _collection(a)
-    res = identify(coll, a.query, method=a.method, top=a.top, start=a.start, end=a.end)
+    res = identify(coll, a.query, method=a.method, top=a.top, start=a.start, end=a.end,
+                   **({"segment_over": a.segment_over} if a.segment_over is not None else {}))
     if a.show:
         from .show import show_match
 
@@ -266,16 +267,51 @@ def _identify(a) -> int:
     q = res.query_info
     span = f" {q['start_s']:.1f}–{q['end_s']:.1f} s" if "start_s" in q else f" {q.get('pages')} page(s)"
     print(f"{a.query}{span}: {res.method}, {res.latency_s:.2f} s")
-    if not res.results:
-        print("  no match")
-    for k, m in enumerate(res.results, 1):
-        loc = m.location
-        where = (f"page {loc['page']} system {loc['system']} x {loc['x0']:.0f}–{loc['x1']:.0f}"
-                 + (f" (+{len(loc['spans']) - 1} more system(s))" if len(loc["spans"]) > 1 else "")
-                 if m.kind == "sheet" else f"{loc['start_s']:.1f}–{loc['end_s']:.1f} s")
-        print(f"{k:>3}. {m.piece:40s} score {m.score:.3f}  votes {m.votes:>4}  {where}")
+    for w in q.get("warnings", []):
+        print(f"  warning: {w}")
+
+    def table(results, confident, indent="  "):
+        if not results:
+            print(f"{indent}no match")
+            return
+        if confident is False:
+            print(f"{indent}no confident match (the piece may not be in the collection); best guesses:")
+        for k, m in enumerate(results, 1):
+            loc = m.location
+            where = (f"page {loc['page']} system {loc['system']} x {loc['x0']:.0f}–{loc['x1']:.0f}"
+                     + (f" (+{len(loc['spans']) - 1} more system(s))" if len(loc["spans"]) > 1 else "")
+                     if m.kind == "sheet" else f"{loc['start_s']:.1f}–{loc['end_s']:.1f} s")
+            conf = f"  confidence {m.confidence:.2f}" if m.confidence is not None else ""
+            print(f"{indent}{k:>3}. {m.piece:40s} score {m.score:.3f}{conf}  votes {m.votes:>4}  {where}")
+
+    if res.segments:
+        print(f"  {len(res.segments)} segments of the recording:")
+        for s in res.segments:
+            print(f"  {s['start_s']:8.1f}–{s['end_s']:.1f} s")
+            table(s["results"][:min(a.top, 3)], s["confident"], indent="      ")
+        print("  pieces found (best segment each):")
+    table(res.results, res.confident)
     if a.show:
         print(f"picture: {a.show}")
+    return 0
+
+
+def _evaluate_folder(a) -> int:
+    from .evaluate import evaluate_folder
+
+    res = evaluate_folder(a.folder, method=a.method, db=a.db, model=a.model, top=a.top,
+                          query_seconds=a.query_seconds, progress=not a.quiet)
+    if a.json:
+        from pathlib import Path
+
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    fpr = "n/a" if res["open_set_queries"] == 0 else f"{res['open_set_fpr']:.3f}"
+    print(f"{a.folder} {a.method}: top-1 {res['top1']:.3f}  top-5 {res['top5']:.3f}  MRR {res['MRR']:.3f}  "
+          f"shortlist recall {res['shortlist_recall']:.3f}  TPR@confident {res['tpr']:.3f}  "
+          f"open-set FPR {fpr}  ({res['queries']} queries in the collection, "
+          f"{res['open_set_queries']} not; median latency {res['latency_s']:.2f} s)")
+    for f, reason in res["failed"]:
+        print(f"FAILED  {reason}", file=sys.stderr)
     return 0
 
 
@@ -500,6 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func=_evaluate_snippets)
 
+    fo = es.add_parser("folder", help="piece identification on a folder of real files: sheets/, "
+                       "queries/ and labels.tsv (query file → piece; '-' for a piece not indexed)")
+    fo.add_argument("folder")
+    fo.add_argument("--method", choices=["vote", "dtw", "passage"], default="dtw")
+    fo.add_argument("--db", default=None, help="collection to index sheets/ into and reuse "
+                    "(default FOLDER/.collection-MODELTAG)")
+    fo.add_argument("--model", default=None, help="snippet model of a new collection (default shipped)")
+    fo.add_argument("--top", type=int, default=10)
+    fo.add_argument("--query-seconds", type=float, default=None,
+                    help="identify only the first S seconds of each recording query")
+    fo.add_argument("--json", default=None, help="write metrics and per-query answers to this JSON file")
+    fo.add_argument("--quiet", action="store_true")
+    fo.set_defaults(func=_evaluate_folder)
+
     ps = es.add_parser("passages", help="cross-modal passage retrieval: whole systems (1–3) and "
                        "the audio they cover; a snippet model gives the averaging baseline")
     ps.add_argument("--corpus", required=True)
@@ -573,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.add_argument("--show", default=None, metavar="OUT.png",
                    help="write the matched page with the passage highlighted")
+    q.add_argument("--segment-over", type=float, default=None, metavar="S",
+                   help="identify a recording longer than S seconds in 30-s segments (default: "
+                        "the longest indexed item's estimated length)")
     q.set_defaults(func=_identify)
 
     d = sub.add_parser("demo", help="index a few held-out scores and identify recordings of them")

@@ -211,3 +211,102 @@ def average_snippets(model, data, indices, sheet_hop: int = 20, audio_hop: int =
         ea.append(emb.audio(a).mean(0))
     return (F.normalize(torch.from_numpy(np.stack(es)), dim=1),
             F.normalize(torch.from_numpy(np.stack(ea)), dim=1))
+
+
+def read_labels(folder: Path) -> list[tuple[str, str]]:
+    """(query file name, piece name or "-") from FOLDER/labels.tsv: two tab-separated columns,
+    an optional header line ``query<TAB>piece``; ``#`` starts a comment. ``ValueError`` (one line)
+    for a missing file or a malformed line."""
+    path = Path(folder) / "labels.tsv"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (a labels.tsv with 'query<TAB>piece' lines is needed)")
+    out = []
+    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        cols = [c.strip() for c in line.split("\t")]
+        if len(cols) < 2 or not cols[0] or not cols[1]:
+            raise ValueError(f"{path}:{no}: expected 'query<TAB>piece', got {line[:60]!r}")
+        if no == 1 and cols[:2] == ["query", "piece"]:
+            continue
+        out.append((cols[0], cols[1]))
+    if not out:
+        raise ValueError(f"{path}: no labelled queries")
+    return out
+
+
+def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | None = None,
+                    model: str | None = None, top: int = 10, query_seconds: float | None = None,
+                    progress: bool = False, **options) -> dict:
+    """Piece identification on a folder of real files, as a user has them.
+
+    Layout: ``FOLDER/sheets/`` (scores: PDFs or images, one file per item; a piece's name is its
+    file name without suffix), optionally ``FOLDER/recordings/`` (recordings to index, for score
+    queries), ``FOLDER/queries/`` (recordings or score pages) and ``FOLDER/labels.tsv`` (query file
+    name → piece name; ``-`` for a query whose piece is not indexed: the open set).
+    The sheets (and recordings) are indexed into ``db`` (default ``FOLDER/.collection-TAG``,
+    reused on later runs) and every query is identified with ``method`` (``options`` go to
+    ``identify``). Reports, over queries whose piece is indexed: top-1, top-5, MRR (a piece not
+    ranked counts 0), shortlist recall (the piece among the items dtw re-ranked; vote: among the
+    results), TPR (top-1 right and confident); over open-set queries: FPR (a confident match);
+    the median latency of one query (front end, model, search, ranking); and per query its
+    answer. Files that cannot be indexed or queried are listed in ``failed`` and skipped.
+    """
+    from tqdm import tqdm
+
+    from .identify import identify
+    from .index import DEFAULT_MODEL, Collection, sha256_file
+    from .model import resolve_model
+
+    folder = Path(folder)
+    if not (folder / "sheets").is_dir() or not (folder / "queries").is_dir():
+        raise ValueError(f"{folder}: expected sheets/, queries/ and labels.tsv in it")
+    labels = read_labels(folder)
+    model = model or DEFAULT_MODEL
+    db = Path(db) if db else folder / f".collection-{sha256_file(resolve_model(model))[:10]}"
+    coll = Collection(db, model=model)
+    rep = coll.add([p for p in (folder / "sheets", folder / "recordings") if p.is_dir()], progress=progress)
+    failed = list(rep.failed)
+    indexed = {i.name for i in coll.items()}
+    rows, lat = [], []
+    for name, piece in tqdm(labels, desc=f"queries ({method})", unit="query", disable=not progress):
+        qpath = folder / "queries" / name
+        try:
+            res = identify(coll, qpath, method=method, top=top,
+                           end=query_seconds if query_seconds else None, **options)
+        except (ValueError, OSError) as exc:
+            failed.append((str(qpath), str(exc)))
+            continue
+        lat.append(res.latency_s)
+        names = [m.piece for m in res.results]
+        known = piece != "-"
+        if known and piece not in indexed:
+            failed.append((str(qpath), f"{qpath}: label '{piece}' names no indexed item"))
+            continue
+        rank = names.index(piece) + 1 if known and piece in names else None
+        shortlist = res.query_info.get("shortlist", names)
+        rows.append({"query": name, "piece": piece, "rank": rank,
+                     "in_shortlist": bool(known and piece in shortlist),
+                     "confident": res.confident, "match": res.best.piece if res.best else None,
+                     "top": [{"piece": m.piece, "score": round(m.score, 4),
+                              "margin": None if m.margin is None or not np.isfinite(m.margin) else round(m.margin, 4),
+                              "confidence": None if m.confidence is None else round(m.confidence, 4)}
+                             for m in res.results[:5]],
+                     "warnings": res.query_info.get("warnings", []),
+                     "latency_s": round(res.latency_s, 3)})
+    pos = [r for r in rows if r["piece"] != "-"]
+    neg = [r for r in rows if r["piece"] == "-"]
+    rr = np.array([1.0 / r["rank"] if r["rank"] else 0.0 for r in pos])
+    ok = lambda r: r["confident"] is not False and bool(r["top"])  # noqa: E731 (no confidence: always)
+    return {"folder": str(folder), "method": method, "model": coll.model_name, "options": options,
+            "queries": len(pos), "open_set_queries": len(neg),
+            "pieces": len({r["piece"] for r in pos}), "collection_items": len(coll),
+            "top1": float(np.mean(rr == 1.0)) if len(pos) else 0.0,
+            "top5": float(np.mean(rr >= 0.2)) if len(pos) else 0.0,
+            "MRR": float(rr.mean()) if len(pos) else 0.0,
+            "shortlist_recall": float(np.mean([r["in_shortlist"] for r in pos])) if pos else 0.0,
+            "tpr": float(np.mean([r["rank"] == 1 and ok(r) for r in pos])) if pos else 0.0,
+            "open_set_fpr": float(np.mean([ok(r) for r in neg])) if neg else 0.0,
+            "latency_s": float(np.median(lat)) if lat else 0.0,
+            "failed": failed, "per_query": rows}

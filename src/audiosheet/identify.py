@@ -28,11 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from .index import AUDIO_HOP, SHEET_HOP, Collection, CollectionError, file_kind
+from .matching import (MAX_STAY, MAX_STEP, calibrated_score, confidence, densest_run,  # noqa: F401
+                       reversed_background, subsequence_dtw, vote_rates)
 
 METHODS = ("vote", "dtw", "passage")
 VOTE_SNIPPETS, VOTE_NEIGHBOURS = 100, 25
 SHORTLIST = 10  # candidates re-ranked by dtw
-MAX_STEP, MAX_STAY = 4, 3  # dtw: tempo ratio reference/query between 1/(MAX_STAY + 1) and MAX_STEP
+SHORTLISTS = ("votes", "rate")  # dtw shortlist: raw votes (before issue 14) or votes per √(snippets)
+RANKINGS = ("cost", "margin")  # dtw ranking: raw mean cosine (before) or margin over the reversed query
+SHORTLIST_BY, RANK_BY = "rate", "margin"  # chosen on the development sets (docs/identify.md)
+CONFIDENCE = (-4.0, 40.0, 20.0)  # confidence(): intercept, margin, gap; fitted on development data
+CONFIDENT = 0.5  # a top result below this confidence is reported as "no confident match"
+SEGMENT_S = 30.0  # long recording queries are identified in segments of this length (seconds)
+SHEET_SECONDS = 0.25  # music seconds per indexed sheet snippet, typical (estimates a score's length)
 
 
 class IdentifyError(ValueError):
@@ -49,75 +57,46 @@ class Match:
     kind: str  # "sheet" or "audio"
     path: str
     location: dict  # sheet: page/system/x-range/box (+ spans); audio: start_s/end_s
+    margin: float | None = None  # dtw: cosine margin over the time-reversed query (matching.py)
+    confidence: float | None = None  # dtw: probability that this is the query's piece
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in ("score", "margin", "confidence"):
+            if d[k] is not None:
+                d[k] = round(float(d[k]), 4) if np.isfinite(d[k]) else None
+        return d
 
 
 @dataclass
 class Identification:
+    """What ``identify`` answers. ``confident``: the top result's confidence reaches the
+    threshold (dtw only; ``None`` for methods without a calibrated confidence). ``segments``:
+    for a long recording query, one entry per segment (time span, confident, results); the
+    top-level ``results`` then hold every piece found, by its most confident segment."""
+
     query: str
     query_kind: str
     method: str
     results: list[Match]
     query_info: dict = field(default_factory=dict)
     latency_s: float = 0.0
+    confident: bool | None = None
+    segments: list[dict] = field(default_factory=list)
+
+    @property
+    def best(self) -> Match | None:
+        """The top result if it is a confident match (or the method has no confidence)."""
+        return self.results[0] if self.results and self.confident is not False else None
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "query_kind": self.query_kind, "method": self.method,
-                "results": [m.to_dict() for m in self.results], "query_info": self.query_info,
-                "latency_s": round(self.latency_s, 4)}
-
-
-# ----------------------------------------------------------------------------------------------
-# matching
-
-
-def subsequence_dtw(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = MAX_STAY
-                    ) -> tuple[float, int, int]:
-    """Best alignment of all query rows to a stretch of reference columns.
-
-    ``cost`` (n, m): query snippet i against reference snippet j. The path visits one reference
-    column per query row, advancing 0 to ``max_step`` columns from row to row but staying on a
-    column at most ``max_stay`` rows in a row, so the reference/query tempo ratio stays within
-    1/(max_stay + 1) … ``max_step``; it may start and end anywhere in the reference. Every query
-    row adds its cost once, so costs of different references compare. Returns (mean cost per
-    query row, first column, last column); cost inf if the reference is too short for any path.
-    """
-    cost = np.asarray(cost, np.float64)
-    n, m = cost.shape
-    # acc[z]: best cost of a path at (i, j) that has stayed on j for the last z rows; start[z]: its
-    # first column
-    acc = np.full((max_stay + 1, m), np.inf)
-    acc[0] = cost[0]
-    start = np.tile(np.arange(m), (max_stay + 1, 1))
-    for i in range(1, n):
-        z = np.argmin(acc, axis=0)
-        prev, ps = acc[z, np.arange(m)], start[z, np.arange(m)]
-        best, bs = np.full(m, np.inf), np.zeros(m, np.int64)
-        for k in range(1, min(max_step, m - 1) + 1):
-            better = prev[:-k] < best[k:]
-            best[k:] = np.where(better, prev[:-k], best[k:])
-            bs[k:] = np.where(better, ps[:-k], bs[k:])
-        acc[1:] = acc[:-1] + cost[i]
-        start[1:] = start[:-1]
-        acc[0], start[0] = best + cost[i], bs
-    z = np.argmin(acc, axis=0)
-    end = acc[z, np.arange(m)]
-    j1 = int(np.argmin(end))
-    if not np.isfinite(end[j1]):
-        return float("inf"), 0, m - 1
-    return float(end[j1] / n), int(start[z[j1], j1]), j1
-
-
-def densest_run(hits: np.ndarray, width: int) -> tuple[int, int]:
-    """(first, last) of the ``width``-long stretch of positions holding most of ``hits``."""
-    h = np.sort(np.asarray(hits))
-    if not len(h):
-        return 0, 0
-    counts = np.searchsorted(h, h + width, "left") - np.arange(len(h))
-    i = int(np.argmax(counts))
-    return int(h[i]), int(h[i + counts[i] - 1])
+        d = {"query": self.query, "query_kind": self.query_kind, "method": self.method,
+             "confident": self.confident, "match": self.best.piece if self.best else None,
+             "results": [m.to_dict() for m in self.results], "query_info": self.query_info,
+             "latency_s": round(self.latency_s, 4)}
+        if self.segments:
+            d["segments"] = [{**s, "results": [m.to_dict() for m in s["results"]]} for s in self.segments]
+        return d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +164,9 @@ def query_kind(path: Path) -> str:
 
 def embed_query(coll: Collection, query: str | Path, start: float | None = None,
                 end: float | None = None) -> tuple[str, np.ndarray, dict]:
-    """(kind, embedding sequence (n, d), info) of a query file."""
+    """(kind, embedding sequence (n, d), info) of a query file. For a recording, info holds
+    ``start_s``, ``end_s``, ``seconds``, ``snippet_s`` (seconds between embeddings) and any
+    front-end ``warnings`` (clipping, very low level)."""
     path = Path(query)
     kind = query_kind(path)
     emb = coll.embedder
@@ -193,27 +174,53 @@ def embed_query(coll: Collection, query: str | Path, start: float | None = None,
         from .audio import ingest_audio
 
         ing = ingest_audio(path, context=emb.config.context, hop=AUDIO_HOP, start=start, end=end)
-        return kind, emb.audio(ing.snippets), {"start_s": round(ing.start, 2),
-                                              "end_s": round(ing.start + ing.seconds, 2),
-                                              "seconds": round(ing.seconds, 2)}
+        info = {"start_s": round(ing.start, 2), "end_s": round(ing.start + ing.seconds, 2),
+                "seconds": round(ing.seconds, 2), "snippet_s": AUDIO_HOP / ing.fps}
+        if getattr(ing, "warnings", None):
+            info["warnings"] = list(ing.warnings)
+        return kind, emb.audio(ing.snippets), info
     from .pages import ingest_sheet
 
     ing = ingest_sheet(path, hop=SHEET_HOP)
-    return kind, emb.sheet(ing.snippets), {"pages": ing.n_pages, "systems": len(ing.strip.boxes)}
+    info = {"pages": ing.n_pages, "systems": len(ing.strip.boxes)}
+    if getattr(ing, "warnings", None):
+        info["warnings"] = list(ing.warnings)
+    return kind, emb.sheet(ing.snippets), info
+
+
+def item_seconds(items, sizes: np.ndarray) -> np.ndarray:
+    """Estimated music length of indexed items, seconds: a recording's own length; a score's
+    snippet count × ``SHEET_SECONDS``."""
+    return np.array([float(it.info.get("seconds", 0.0)) if it.kind == "audio" else n * SHEET_SECONDS
+                     for it, n in zip(items, sizes)], np.float64)
 
 
 def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int = 5,
              start: float | None = None, end: float | None = None,
-             shortlist: int = SHORTLIST) -> Identification:
+             shortlist: int = SHORTLIST, threshold: float = CONFIDENT,
+             segment_over: float | None = None, segment_s: float = SEGMENT_S,
+             shortlist_by: str = SHORTLIST_BY, rank_by: str = RANK_BY) -> Identification:
     """Rank the collection's items of the other modality for a query file.
 
     Audio query → scores, each with the matched passage's page, system and x-range; score query
     (image or PDF) → recordings with the matched time span. ``start``/``end``: an excerpt of an
-    audio query, seconds. ``dtw`` ranks the ``shortlist`` items with most votes, so it returns at
-    most that many results; ``vote`` returns up to ``top`` items that got votes.
+    audio query, seconds. ``vote`` (the reference) returns up to ``top`` items that got votes.
+    ``dtw`` shortlists ``shortlist`` items by votes per √(item snippets) (``shortlist_by``
+    "votes": raw votes, as before issue 14), warps the query against each and ranks them by the
+    margin over the time-reversed query (``rank_by`` "cost": the raw mean cosine); every result
+    gets a ``confidence`` and the answer is ``confident`` when the top one reaches ``threshold``.
+
+    A recording query longer than ``segment_over`` seconds (default: the longest indexed item's
+    estimated length, at least ``segment_s``) is identified in consecutive ``segment_s`` segments
+    (``Identification.segments``), from one pass of the front end and the model.
+
+    Raises ``IdentifyError`` (no such file, unknown kind, nothing to match against, bad option),
+    ``AudioError``/``PageError`` for an unreadable query.
     """
     if method not in METHODS:
         raise IdentifyError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if shortlist_by not in SHORTLISTS or rank_by not in RANKINGS:
+        raise IdentifyError(f"shortlist_by must be one of {SHORTLISTS}, rank_by one of {RANKINGS}")
     t0 = time.perf_counter()
     path = Path(query)
     if not path.exists():
@@ -227,38 +234,90 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
                             f" to match {path.name} against (index add some first)")
     kind, q, info = embed_query(coll, path, start, end)
     q = np.ascontiguousarray(q, np.float32)
+    rank = dict(coll=coll, ix=ix, items=items, owner=owner, starts=starts, target=target,
+                method=method, top=top, shortlist=shortlist, threshold=threshold,
+                shortlist_by=shortlist_by, rank_by=rank_by)
+    segments = []
+    if kind == "audio" and len(q):
+        step = info["snippet_s"]
+        longest = float(item_seconds(items, np.diff(starts)).max())
+        over = max(longest, segment_s) if segment_over is None else float(segment_over)
+        if info["seconds"] > over:
+            per = max(int(round(segment_s / step)), 1)
+            for a in range(0, len(q), per):
+                if a and len(q) - a < per // 2:  # a short tail belongs to the previous segment
+                    break
+                b = len(q) if len(q) - (a + per) < per // 2 else a + per
+                res, conf, extra = _rank(q[a:b], **rank)
+                segments.append({"start_s": round(info["start_s"] + a * step, 2),
+                                 "end_s": round(info["start_s"] + min(b * step, info["seconds"]), 2),
+                                 "confident": conf, "match": res[0].piece if res and conf is not False else None,
+                                 "results": res})
+                if b == len(q):
+                    break
+            info["segments"] = len(segments)
+    if segments:
+        best: dict[int, Match] = {}
+        for s in segments:
+            for m in s["results"]:
+                key = (m.confidence if m.confidence is not None else m.score)
+                old = best.get(m.item)
+                if old is None or key > (old.confidence if old.confidence is not None else old.score):
+                    best[m.item] = m
+        results = sorted(best.values(), key=lambda m: -(m.confidence if m.confidence is not None else m.score))
+        results = results[:top]
+        confident = any(s["confident"] for s in segments) if method == "dtw" else None
+    else:
+        results, confident, extra = _rank(q, **rank)
+        info.update(extra)
+    return Identification(str(query), kind, method, results, info, time.perf_counter() - t0,
+                          confident, segments)
+
+
+def _rank(q: np.ndarray, coll, ix, items, owner, starts, target: str, method: str, top: int,
+          shortlist: int, threshold: float, shortlist_by: str, rank_by: str
+          ) -> tuple[list[Match], bool | None, dict]:
+    """(results, confident, extra info) of one query embedding sequence ``q`` (n, d)."""
     pick = np.unique(np.linspace(0, len(q) - 1, min(VOTE_SNIPPETS, len(q))).round().astype(int))
     k = min(VOTE_NEIGHBOURS, ix.ntotal)
     _, rows = ix.search(q[pick], k)
     rows = rows[rows >= 0]
     votes = np.bincount(owner[rows], minlength=len(items))
-    order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0]
     locate = sheet_location if target == "sheet" else audio_location
     results = []
-    if method == "vote":
+    if method == "vote":  # the reference method, unchanged
+        order = [int(i) for i in np.argsort(-votes, kind="stable") if votes[i] > 0]
         for i in order[:top]:
             d = coll.data(items[i])
             local = rows[owner[rows] == i] - starts[i]
             j0, j1 = densest_run(local, max(len(q), 1))
             results.append(Match(items[i].name, float(votes[i] / max(len(rows), 1)), int(votes[i]),
                                  items[i].id, target, items[i].path, locate(d, j0, j1)))
-    else:
-        scored = []
-        span = MAX_STEP * len(q)  # the most item snippets a path through the query can cover
-        for i in order[:shortlist]:
-            d = coll.data(items[i])
-            lo, hi = 0, len(d["emb"])
-            if hi > 3 * span:  # a long item: only around where its votes are densest
-                a, b = densest_run(rows[owner[rows] == i] - starts[i], span)
-                lo, hi = max(a - span, 0), min(b + span + 1, hi)
-            cost, j0, j1 = subsequence_dtw(1.0 - q @ d["emb"][lo:hi].T)
-            scored.append((cost, i, j0 + lo, j1 + lo, d))
-        scored.sort(key=lambda x: x[0])
-        for cost, i, j0, j1, d in scored[:top]:
-            score = 1.0 - cost if np.isfinite(cost) else 0.0
-            results.append(Match(items[i].name, float(score), int(votes[i]), items[i].id, target,
-                                 items[i].path, locate(d, j0, j1)))
-    return Identification(str(query), kind, method, results, info, time.perf_counter() - t0)
+        return results, None, {}
+    by = votes.astype(np.float64) if shortlist_by == "votes" else vote_rates(votes, np.diff(starts))
+    order = [int(i) for i in np.argsort(-by, kind="stable") if votes[i] > 0][:shortlist]
+    scored = []
+    span = MAX_STEP * len(q)  # the most item snippets a path through the query can cover
+    for i in order:
+        d = coll.data(items[i])
+        lo, hi = 0, len(d["emb"])
+        if hi > 3 * span:  # a long item: only around where its votes are densest
+            a, b = densest_run(rows[owner[rows] == i] - starts[i], span)
+            lo, hi = max(a - span, 0), min(b + span + 1, hi)
+        cost, back, j0, j1 = reversed_background(q, d["emb"][lo:hi])
+        margin = calibrated_score(cost, back)
+        key = margin if rank_by == "margin" else (1.0 - cost if np.isfinite(cost) else float("-inf"))
+        scored.append((key, margin, cost, i, j0 + lo, j1 + lo, d))
+    scored.sort(key=lambda x: -x[0])
+    margins = [x[1] for x in scored]
+    for r, (key, margin, cost, i, j0, j1, d) in enumerate(scored[:top]):
+        other = margins[1] if r == 0 and len(margins) > 1 else (margins[0] if r else float("-inf"))
+        conf = confidence(margin, margin - other, CONFIDENCE)
+        results.append(Match(items[i].name, float(1.0 - cost) if np.isfinite(cost) else 0.0,
+                             int(votes[i]), items[i].id, target, items[i].path, locate(d, j0, j1),
+                             margin=float(margin), confidence=conf))
+    confident = bool(results and results[0].confidence >= threshold)
+    return results, confident, {"shortlist": [items[i].name for i in order]}
 
 
 PASSAGE_NEIGHBOURS = 10  # score query: neighbours per query system for the shortlist
@@ -383,4 +442,5 @@ def identify_passages(coll: Collection, path: Path, target: str, top: int, start
                           time.perf_counter() - t0)
 
 
-__all__ = ["Identification", "IdentifyError", "Match", "identify", "subsequence_dtw", "CollectionError"]
+__all__ = ["Identification", "IdentifyError", "Match", "identify", "subsequence_dtw", "densest_run",
+           "CollectionError"]

@@ -119,10 +119,23 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for an unexpected exception while ingesting a file."""
+    if isinstance(exc, MemoryError):
+        return "out of memory while reading it (file too large for this machine?)"
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text and not isinstance(exc, (OSError, ValueError)) \
+        else text or type(exc).__name__
+
+
 def _atomic_save_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Collection:
@@ -383,17 +396,17 @@ class Collection:
                 if sha in known:
                     report.present.append((str(f), known[sha]))
                     continue
-                try:
+                try:  # whatever goes wrong with one file is that file's failure
                     arrays, info, n = self._ingest(f, kind)
+                    _atomic_save_npz(self.root / "items" / f"{sha}.npz", **arrays)
+                    if self.settings.get("passage_model"):
+                        self._write_passages(sha, kind, arrays)
                 except (PageError, AudioError) as exc:
                     report.failed.append((str(f), str(exc)))
                     continue
-                except (OSError, ValueError) as exc:
-                    report.failed.append((str(f), f"{f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
+                except Exception as exc:  # MemoryError, a decoder's crash, a full disk, ...
+                    report.failed.append((str(f), f"{f}: {_reason(exc)}"))
                     continue
-                _atomic_save_npz(self.root / "items" / f"{sha}.npz", **arrays)
-                if self.settings.get("passage_model"):
-                    self._write_passages(sha, kind, arrays)
                 full = str(f.resolve())
                 item = Item(0, kind, names.get(full, f.stem), full, sha, _now(), n, info)
                 known[sha] = item
