@@ -44,7 +44,7 @@ from .engrave import LayoutStyle, engrave
 from .scores import ScoreSource, list_sources, to_piano, unsupported_files
 from .spectrogram import DEFAULT as SPEC, onset_strength, spectrogram
 from .synth import (SAMPLE_RATE, TEST_ONLY, Performance, available_soundfonts, combinations, render,
-                    sha256)
+                    require_corpus_tools, sha256)
 
 FORMAT_VERSION = 1
 # how strips are made: "pixels-v1" = systems found from the page pixels, staff space normalised
@@ -308,10 +308,15 @@ def export(root: str | Path, out: str | Path, split: str = "test", perf: int = 0
            limit: int | None = None, workers: int = 2, progress: bool = True) -> dict:
     """Write a split as files a user would have: ``out/sheets/ID.pdf`` (the engraved pages,
     100 dpi) and ``out/audio/ID.flac`` (performance ``perf``). Resumable (finished files are
-    kept). Returns {"pieces": [ids exported], "failed": {id: reason}}."""
+    kept). Returns {"pieces": [ids exported], "failed": {id: reason}}. Raises
+    ``synth.MissingDependency`` before any work when a recording must be re-made (the piece has
+    no perf_K.flac) and the corpus tools are not installed."""
     c = Corpus(root)
     ids = c.split(split)[:limit] if limit else c.split(split)
     out = Path(out)
+    if any(not (out / "audio" / f"{pid}.flac").exists()
+           and not (c.piece_dir(pid) / f"perf_{perf}.flac").is_file() for pid in ids):
+        require_corpus_tools("exporting recordings (re-made from the scores)")
     (out / "sheets").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     done, failed = [], {}
@@ -414,8 +419,10 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     """Build (or resume) a corpus from ``source`` ("music21" or a folder of scores) into ``out``.
     ``pieces``: only these piece ids of the source (before ``limit``).
 
-    Returns a summary dict (pieces built, skipped as done, failed by stage).
+    Returns a summary dict (pieces built, skipped as done, failed by stage). Raises
+    ``synth.MissingDependency`` before any work when the corpus tools are not installed.
     """
+    require_corpus_tools()
     opts = options or BuildOptions()
     out = Path(out)
     (out / "scores").mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,9 @@ def build_pool(corpus: str | Path, out: str | Path, options: PoolOptions | None 
                workers: int = 2, progress: bool = True) -> dict:
     """Build (or resume) the unlabelled pool of ``corpus`` (an aligned corpus whose valid/test
     pieces are kept out) into ``out``. Returns a summary (pieces written, failed, seconds)."""
+    from .synth import require_corpus_tools
+
+    require_corpus_tools("building a pool")
     opts = options or PoolOptions()
     c = Corpus(corpus)
     out = Path(out)

@@ -521,6 +521,10 @@ def make_variants(corpus: str | Path, out: str | Path, variants=VARIANTS, split:
     if unknown or not names:
         raise CorpusError(f"unknown variant(s) {', '.join(unknown) or '(none)'}; "
                           f"choose from {', '.join(VARIANTS)}")
+    if any("performed" in n for n in names):
+        from .synth import require_corpus_tools
+
+        require_corpus_tools("recorded variants")
     ids = src.split(split)
     chosen = ids[:limit] if limit else ids
     out = Path(out)
