@@ -38,10 +38,15 @@ PREROLL = 0.5  # seconds decoded before an excerpt read with FFmpeg (see _read_f
 SNDFILE_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc",
                     ".au", ".snd", ".w64", ".rf64", ".caf"}
 
-# Level normalisation (``normalise_level``). The corpus renderings (``synth.render``: TinySoundFont
-# at gain -3 dB, peak-limited to 0.99) have an active level of TARGET_DBFS: median over the 60
-# performances of a 30-piece music21 corpus (seed 0), spread (10th-90th percentile) TODO.
-TARGET_DBFS = -20.0
+# Level normalisation (``normalise_level``): the target is the typical active level of the audio the
+# shipped model was trained on. Corpus renderings (``synth.render``: TinySoundFont at gain -3 dB,
+# peak-limited to 0.99, no other normalisation; ``corpus build`` makes their spectrograms directly,
+# and training reads those) measured with ``active_level`` on an 80-piece music21 corpus (seed 0,
+# bundled SoundFonts, 2 performances each): training performances (136) median -32.2 dBFS, mean
+# -30.9, 10th-90th percentile -36.5 to -23.3 (TimGM6mb -35 to -32.5 by program, Merlin -32 to
+# -22.5; the test split's Merlin grand piano -24.5). Training adds a random gain of ±12 dB
+# (``augment.AudioAugConfig.gain_db``) on top.
+TARGET_DBFS = -32.0
 LEVEL_BLOCK = 0.1  # seconds per block of the level measurement
 ABSOLUTE_GATE_DBFS = -100.0  # blocks under this are digital silence, never counted
 RELATIVE_GATE_DB = -20.0  # blocks this far under the level of the (absolute-gated) blocks are pauses
@@ -189,12 +194,14 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
         if (b is not None and b <= a) or (declared and a >= int(round(declared * sr))):
             raise _outside(path, a / sr, end, declared)
         mix = _Mixer(path, sr, sample_rate, "ffmpeg")
-        pos, sought = 0, bool(a and seek and tb is not None)
+        # seek only past the pre-roll: from the beginning, the decoder also sees what comes
+        # before the first time stamp (AAC's priming frame)
+        pos, sought = 0, bool(seek and tb is not None and start > PREROLL)
         try:
             if sought:
                 # from PREROLL earlier: decoders of overlapping transforms (AAC, Opus, MP3)
                 # need a frame or more before the first correct sample
-                container.seek(int((t_first + max(start - PREROLL, 0.0)) / tb), stream=stream,
+                container.seek(int((t_first + start - PREROLL) / tb), stream=stream,
                                backward=True)
             for frame in container.decode(stream):
                 if sought:  # where the decoder resumed: the first frame's time stamp

@@ -36,7 +36,14 @@ from typing import Callable, Iterable
 import numpy as np
 
 SHEET_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus"}
+# recordings: what libsndfile reads, and what FFmpeg (PyAV) commonly decodes, including the sound
+# of video files (audiosheet.audio); .ts is left out (TypeScript sources far outnumber MPEG-TS)
+AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".spx", ".mp3", ".mp2",
+                  ".aif", ".aiff", ".aifc", ".au", ".snd", ".w64", ".rf64", ".caf",
+                  ".m4a", ".m4b", ".aac", ".wma", ".ac3", ".eac3", ".dts", ".ape", ".wv", ".tta",
+                  ".mpc", ".amr", ".mka", ".weba",
+                  ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg",
+                  ".3gp"}
 DEFAULT_MODEL = "snippet-bl2-att84"
 DEFAULT_PASSAGE_MODEL = "passage-gru"
 SHEET_HOP = 10  # strip columns between indexed sheet snippets (20 px of the normalised page)
@@ -81,10 +88,14 @@ class AddReport:
     added: list[Item] = field(default_factory=list)
     present: list[tuple[str, Item]] = field(default_factory=list)  # (path, the item it already is)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    # (path, one-line reason) of files found in a folder that are neither sheet music nor audio by
+    # their suffix (notes, systems.json, ...): listed, not failures (``expand``)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"added {len(self.added)}, already indexed {len(self.present)}, "
-                f"failed {len(self.failed)}")
+                f"failed {len(self.failed)}"
+                + (f", skipped {len(self.skipped)} other file(s)" if self.skipped else ""))
 
 
 def file_kind(path: Path) -> str | None:
@@ -92,14 +103,28 @@ def file_kind(path: Path) -> str | None:
     return "sheet" if s in SHEET_SUFFIXES else "audio" if s in AUDIO_SUFFIXES else None
 
 
-def expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to add from files and folders (recursive, sorted; hidden files skipped), and
-    (path, reason) for arguments that are neither an existing file nor a folder."""
+def expand(paths: Iterable[str | Path], skipped: list | None = None
+           ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to add from files and folders (recursive, sorted), and (path, reason) for arguments
+    that are neither an existing file nor a folder.
+
+    In a folder, files whose suffix is neither sheet music (``SHEET_SUFFIXES``) nor audio
+    (``AUDIO_SUFFIXES``) are not added and not failures: each is appended to ``skipped`` as
+    (path, "{path}: not sheet music or audio (suffix '.txt'), skipped"), for the caller to list
+    (``AddReport.skipped``). Hidden files and folders (name starting with '.') are passed over
+    without a word. A file named on its own is always returned (an unknown suffix then fails).
+    """
     files, bad = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and file_kind(f)
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if file_kind(f):
+                    files.append(f)
+                elif skipped is not None:
+                    skipped.append((str(f), f"{f}: not sheet music or audio "
+                                            f"(suffix '{f.suffix or '(none)'}'), skipped"))
         elif p.is_file():
             files.append(p)
         else:
@@ -374,7 +399,7 @@ class Collection:
         from .pages import PageError
 
         report = AddReport()
-        files, report.failed = expand(paths)
+        files, report.failed = expand(paths, report.skipped)
         names = {str(Path(k).resolve()): v for k, v in (names or {}).items()}
         with self._writing():
             known = {i.sha256: i for i in self.items()}
