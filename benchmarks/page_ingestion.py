@@ -2,6 +2,8 @@
 
     python benchmarks/page_ingestion.py --corpus corpus/ [--limit 30] [--degrade]
     python benchmarks/page_ingestion.py --real ../shared/data/real_scans [--pages 50]
+    python benchmarks/page_ingestion.py --real ../shared/data/real_scans --ingest [--pages 120]
+    python benchmarks/page_ingestion.py --real ../shared/data/real_scans --rotations [--pages 60]
 
 Corpus pages are compared with the engraver's boxes (x0, x1: staff-line extent; y0, y1: top line
 of the first staff, bottom line of the last); ``--degrade`` first passes every page through
@@ -9,6 +11,13 @@ of the first staff, bottom line of the last); ``--degrade`` first passes every p
 looser (margins included), so their IoU says less; the match rate (one detected system per box)
 is printed too. Speed: analysis + strip + snippets of one page, page loading excluded, in CPU
 time of one core (run with OMP_NUM_THREADS=1).
+
+``--ingest`` times the whole of ``ingest_sheet`` on each real-scan file instead (decode + analysis +
+strip + snippets, before any model: what ``index add`` spends per page before embedding), split
+into reading the page (``iter_pages``) and the rest, and scores the systems it finds.
+``--rotations`` turns every sampled page by 90°, 180° and 270° and counts how often the page is
+turned back upright (``PageLayout.turns``), refused with "page appears rotated", refused for
+another reason, or read the wrong way round without a word (the failure that must not happen).
 """
 from __future__ import annotations
 
@@ -179,6 +188,84 @@ def run_real(root: Path, n: int, seed: int, y_by: str) -> dict:
         "box/detected_width_median": round(float(np.median(pairs[:, 2])), 3)})
 
 
+def _truth(boxes, w, h, y_by):
+    yk = w if y_by == "width" else h
+    return [(b["start"][0] * w, b["end"][0] * w, b["start"][1] * yk, b["end"][1] * yk) for b in boxes]
+
+
+def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None = None) -> dict:
+    """The whole ingestion of each sampled file: CPU seconds of reading and of the rest."""
+    from audiosheet.pages import ingest_sheet, iter_pages
+
+    from PIL import Image
+
+    rows, seconds, load_s, per_page, big = [], [], [], [], []
+    for work, p, f, boxes in real_pages(root, n, seed):
+        with Image.open(f) if f.suffix != ".pdf" else open(f, "rb") as im:
+            mpx = im.size[0] * im.size[1] / 1e6 if f.suffix != ".pdf" else 0.0
+        t0 = time.process_time()
+        for _ in iter_pages(f):
+            pass
+        load_s.append(time.process_time() - t0)
+        t0 = time.process_time()
+        try:
+            ing = ingest_sheet(f)
+            lay = ing.layouts[0]
+        except PageError as exc:
+            lay = exc
+        seconds.append(time.process_time() - t0)
+        if mpx >= 30:  # 600 dpi
+            big.append(seconds[-1])
+        w, h = (lay.width, lay.height) if not isinstance(lay, Exception) else (1, 1)
+        r = score_page(_truth(boxes, w, h, y_by), lay)
+        r["error"] = str(lay) if isinstance(lay, Exception) else None
+        rows.append(r)
+        per_page.append({"work": work, "page": p, "found": r["found"], "boxes": len(boxes),
+                         "ious": [round(v, 3) for v in r["ious"]], "error": r["error"],
+                         "s": round(seconds[-1], 3), "mpx": round(mpx, 1)})
+        print(f"  {work} page {p} ({w}×{h}): boxes {len(boxes)}, found {r['found']}, one-per-box "
+              f"{r['one']}, IoU {[round(v, 2) for v in r['ious']]}, {seconds[-1]:.2f} s "
+              f"{r['error'] or ''}", file=sys.stderr)
+    if save:
+        save.write_text(json.dumps(per_page, indent=0))
+    out = summary(f"real scans, whole ingest_sheet (y as a fraction of page {y_by})", rows, seconds, {
+        "count_matches": round(float(np.mean([r["found"] == len(r["ious"]) for r in rows])), 4),
+        "read_s_per_page": round(float(np.mean(load_s)), 3),
+        "pages_600dpi": len(big), "ingest_pages_per_s_600dpi": round(len(big) / max(sum(big), 1e-9), 2)})
+    out["ingest_pages_per_s"] = out.pop("pages_per_s")
+    return out
+
+
+def run_rotations(root: Path, n: int, seed: int) -> dict:
+    """Every sampled page turned by 90°, 180°, 270° (np.rot90, counterclockwise) and read again."""
+    from audiosheet.pages import read_systems
+
+    counts = {k: {"upright": 0, "says_rotated": 0, "other_error": 0, "silently_wrong": 0}
+              for k in (1, 2, 3)}
+    upright_ok, upright_n = 0, 0
+    for work, p, f, boxes in real_pages(root, n, seed):
+        page = load_pages(f)[0]
+        for k in (0, 1, 2, 3):
+            try:
+                lay = read_systems([np.ascontiguousarray(np.rot90(page, k))], f)[0][0]
+                got = "upright" if getattr(lay, "turns", 0) == (4 - k) % 4 else "silently_wrong"
+            except PageError as exc:
+                got = "says_rotated" if "rotated" in exc.reason else "other_error"
+                if k == 0:
+                    print(f"  {work} page {p} upright: {exc.reason}", file=sys.stderr)
+            if k == 0:
+                upright_n += 1
+                upright_ok += got == "upright"
+                continue
+            counts[k][got] += 1
+            if got != "upright":
+                print(f"  {work} page {p} turned {90 * k}°: {got}", file=sys.stderr)
+    out = {"set": "real scans turned", "pages": upright_n, "upright_read_upright": upright_ok}
+    for k, c in counts.items():
+        out[f"{90 * k}°"] = c
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path)
@@ -191,13 +278,22 @@ def main(argv=None) -> int:
     ap.add_argument("--y-by", choices=["width", "height"], default="width",
                     help="what the y fractions of systems.json are relative to")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ingest", action="store_true",
+                    help="real scans: time the whole ingest_sheet (reading included)")
+    ap.add_argument("--rotations", action="store_true",
+                    help="real scans: turn pages by 90/180/270° and count how they are read")
+    ap.add_argument("--save", type=Path, help="--ingest: write per-page results (JSON) here")
     args = ap.parse_args(argv)
     if not args.corpus and not args.real:
         ap.error("give --corpus and/or --real")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.corpus:
         print(json.dumps(run_corpus(args.corpus, args.limit, args.degrade, args.seed, args.scale)))
-    if args.real:
+    if args.real and args.ingest:
+        print(json.dumps(run_real_ingest(args.real, args.pages, args.seed, args.y_by, args.save)))
+    elif args.real and args.rotations:
+        print(json.dumps(run_rotations(args.real, args.pages, args.seed)))
+    elif args.real:
         print(json.dumps(run_real(args.real, args.pages, args.seed, args.y_by)))
     return 0
 

@@ -25,8 +25,15 @@ from scipy import ndimage
 from .snippets import SHEET_H, SHEET_W, STRIP_HEIGHT, half_resolution
 
 TARGET_STAFF_SPACE = 7.0  # px between staff lines at full strip resolution (3.5 in the strip)
-PDF_DPI = 150.0  # PDF pages are rendered at this resolution
-MIN_SIDE = 200  # px; smaller images are refused
+PDF_DPI = 150.0  # a vector PDF page is first rendered at this resolution to measure its staff space
+PDF_SPACE = TARGET_STAFF_SPACE  # px: staff space a vector PDF page is rendered at (the model's)
+READ_SPACE = 2 * 8.0  # pages whose staff space is at least twice this are reduced by an integer
+#                       factor to a staff space in [READ_SPACE, 2 READ_SPACE) as they are read
+LOW_SPACE = 5.0  # pages with a smaller staff space are enlarged by an integer factor as they are read
+MAX_PIXELS = 48e6  # px: a page is read reduced by an integer factor to at most this many pixels
+MEASURE_PIXELS = 4e6  # px: the staff space of a page being read is measured on a copy this small
+HARD_PIXELS = 600e6  # px: a larger image is refused (a 1,600 dpi A3 page is ~500 Mpx)
+MIN_SIDE = 64  # px; smaller images are refused (one staff at staff space 3 is ~20 px tall)
 MAX_ANGLE = 5.0  # degrees of skew searched
 WORK_SPACE = 8.0  # analysis runs on a copy reduced by an integer factor to about this staff space
 
@@ -40,13 +47,37 @@ class PageError(ValueError):
         super().__init__(f"{path}: {where}{reason}")
 
 
+class PageRotated(PageError):
+    """A page that is not upright: ``turns`` quarter turns counterclockwise (``np.rot90``) would
+    make it so, as far as ``analyse_page`` can tell (0 where it cannot tell which way)."""
+
+    def __init__(self, path, reason: str, page: int | None = None, turns: int = 0):
+        super().__init__(path, reason, page)
+        self.turns = turns
+
+
 # ----------------------------------------------------------------------------------------------
 # loading
 
 
-def iter_pages(path: str | Path, dpi: float = PDF_DPI) -> Iterator[np.ndarray]:
+def iter_pages(path: str | Path, dpi: float | None = None, upright: bool = True
+               ) -> Iterator[np.ndarray]:
     """Pages of a PDF or image file (every frame of a multi-page TIFF) one at a time, as uint8
-    grayscale arrays with paper = 255 and ink = 0. PDF pages are rendered at ``dpi``."""
+    grayscale arrays with paper = 255 and ink = 0, read as a person reads them:
+
+    - at the resolution of what is on them: an image (or a PDF page that is one scanned image,
+      whatever its declared page size) at its own pixel size, reduced by an integer factor where
+      its staff space is at least 2 × READ_SPACE px or it has more than MAX_PIXELS px, enlarged by
+      an integer factor where its staff space is under LOW_SPACE px; a vector PDF page rendered
+      so that its staff space is PDF_SPACE px (measured on a first rendering at PDF_DPI), or at
+      ``dpi`` when given (within MAX_PIXELS);
+    - upright (``upright``): the EXIF orientation and a PDF page's /Rotate are applied, and a page
+      turned by 90°, 180° or 270° is turned back (``analyse_page`` tells; a page it cannot
+      place is yielded as it is, and ``read_systems`` gives the reason it skips it).
+
+    Raises ``PageError`` for a file that cannot be read, including an image of more than
+    HARD_PIXELS px ("image too large").
+    """
     path = Path(path)
     if not path.is_file():
         raise PageError(path, "no such file" if not path.exists() else "not a file")
@@ -54,18 +85,24 @@ def iter_pages(path: str | Path, dpi: float = PDF_DPI) -> Iterator[np.ndarray]:
         head = f.read(1024)
     if not head:
         raise PageError(path, "empty file")
-    if b"%PDF" in head:
-        yield from _pdf_pages(path, dpi)
-    else:
-        yield from _image_pages(path)
+    pages = _pdf_pages(path, dpi) if b"%PDF" in head else _image_pages(path)
+    for i, page in enumerate(pages):
+        if upright:
+            try:
+                page, lay = _upright(page, i, path)
+                _remember(page, i, path, lay)
+            except PageError as exc:
+                _remember(page, i, path, exc)
+        yield page
 
 
-def load_pages(path: str | Path, dpi: float = PDF_DPI) -> list[np.ndarray]:
+def load_pages(path: str | Path, dpi: float | None = None, upright: bool = True
+               ) -> list[np.ndarray]:
     """All pages of a PDF or image file (see ``iter_pages``)."""
-    return list(iter_pages(path, dpi))
+    return list(iter_pages(path, dpi, upright))
 
 
-def _pdf_pages(path: Path, dpi: float) -> Iterator[np.ndarray]:
+def _pdf_pages(path: Path, dpi: float | None) -> Iterator[np.ndarray]:
     import pypdfium2 as pdfium
 
     try:
@@ -84,57 +121,243 @@ def _pdf_pages(path: Path, dpi: float) -> Iterator[np.ndarray]:
         for i in range(len(pdf)):
             try:
                 page = pdf[i]
-                bitmap = page.render(scale=dpi / 72.0, grayscale=True)
-                arr = np.array(bitmap.to_numpy(), dtype=np.uint8, copy=True)
-                bitmap.close()
-                page.close()
+                try:
+                    arr = _render_pdf_page(page, dpi)
+                finally:
+                    page.close()
             except pdfium.PdfiumError as exc:
                 raise PageError(path, f"cannot be rendered ({_one_line(exc)})", i) from None
-            yield _checked(path, arr.reshape(arr.shape[:2]), i, 1)
+            yield _checked(path, arr, i, len(pdf))
     finally:
         pdf.close()
+
+
+def _pdf_image_scale(page) -> float | None:
+    """Pixels per point of the scanned image that a PDF page is (the largest image object, if it
+    covers at least half the page; None for a vector page). Page objects from pypdfium2; a
+    page's /Rotate does not change it."""
+    import pypdfium2.raw as pdfium_c
+
+    w, h = page.get_size()
+    best, scale = 0.0, None
+    for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3):
+        try:
+            pw, ph = obj.get_px_size()
+            m = obj.get_matrix()
+        except Exception:  # noqa: BLE001 -- an image pdfium cannot describe is not a scan
+            continue
+        ew, eh = float(np.hypot(m.a, m.b)), float(np.hypot(m.c, m.d))  # shown size, pt
+        if pw <= 0 or ph <= 0 or ew <= 0 or eh <= 0 or ew * eh <= best:
+            continue
+        best, scale = ew * eh, max(pw / ew, ph / eh)
+    return scale if scale is not None and best >= 0.5 * w * h else None
+
+
+def _pdf_scan(page):
+    """The image a PDF page consists of, as a Pillow "L" image turned by the page's /Rotate, if
+    the page is one upright image over the whole page and nothing else (a wrapped scan, whatever
+    its declared page size); else None. Decoded by pdfium, at its own pixel size (Pillow's
+    decompression-bomb check does not apply: the size is checked against HARD_PIXELS)."""
+    import pypdfium2.raw as pdfium_c
+    from PIL import Image
+
+    objs = list(page.get_objects(max_depth=1))
+    if len(objs) != 1 or objs[0].type != pdfium_c.FPDF_PAGEOBJ_IMAGE:
+        return None
+    obj = objs[0]
+    m = obj.get_matrix()
+    left, bottom, right, top = page.get_cropbox()
+    if abs(m.b) > 1e-6 or abs(m.c) > 1e-6 or m.a <= 0 or m.d <= 0:
+        return None
+    if (abs(m.e - left) > 1 or abs(m.f - bottom) > 1 or abs(m.e + m.a - right) > 1
+            or abs(m.f + m.d - top) > 1):
+        return None
+    pw, ph = obj.get_px_size()
+    if pw * ph > HARD_PIXELS:
+        return None  # rendered within MAX_PIXELS instead
+    bitmap = obj.get_bitmap(render=False)  # pdfium owns it (closing it explicitly crashes)
+    im = _gray(bitmap.to_pil()).copy()  # not a view of pdfium's buffer
+    del bitmap
+    rot = page.get_rotation() % 360  # clockwise
+    if rot:
+        im = im.transpose({90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180,
+                           270: Image.Transpose.ROTATE_90}[rot])
+    return im
+
+
+def _render(page, scale: float) -> np.ndarray:
+    bitmap = page.render(scale=scale, grayscale=True)
+    try:
+        arr = np.array(bitmap.to_numpy(), dtype=np.uint8, copy=True)
+    finally:
+        bitmap.close()
+    return arr.reshape(arr.shape[:2])
+
+
+def _render_pdf_page(page, dpi: float | None) -> np.ndarray:
+    """A PDF page rendered by the resolution of what is on it (see ``iter_pages``)."""
+    from PIL import Image
+
+    w, h = page.get_size()  # pt, /Rotate applied
+    budget = float(np.sqrt(MAX_PIXELS / max(w * h, 1e-9)))  # largest scale within MAX_PIXELS
+    if dpi is not None:
+        return _render(page, min(dpi / 72.0, budget))
+    scan = _pdf_scan(page)
+    if scan is not None:  # one image and nothing else: the image itself, sized as any image
+        return _sized(scan)
+    native = _pdf_image_scale(page)
+    if native is not None:  # a scan: its own pixels, then sized as any image
+        return _sized(Image.fromarray(_render(page, min(native, budget))))
+    first = min(PDF_DPI / 72.0, budget)
+    arr = _render(page, first)
+    d = _line_distance(arr)
+    if d <= 0:
+        return arr
+    return _render(page, min(first * PDF_SPACE / d, budget))
+
+
+def _pillow_limit():
+    """Pillow's decompression-bomb check lifted to HARD_PIXELS while a file is opened or decoded
+    (we size pages ourselves; larger images are refused by us with a clear message)."""
+    import contextlib
+    import warnings
+
+    from PIL import Image
+
+    @contextlib.contextmanager
+    def lifted():
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = int(HARD_PIXELS)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+    return lifted()
+
+
+def _too_large(path, w: int, h: int, index: int | None = None) -> PageError:
+    return PageError(path, f"image too large ({w * h / 1e6:.0f} Mpx, {w} × {h} px); the limit is "
+                           f"{HARD_PIXELS / 1e6:.0f} Mpx: scan at 600 dpi or less, or downsample it",
+                     index)
 
 
 def _image_pages(path: Path) -> Iterator[np.ndarray]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        im = Image.open(path)
+        with _pillow_limit():
+            im = Image.open(path)
     except UnidentifiedImageError:
         raise PageError(path, "not an image or PDF") from None
-    except Image.DecompressionBombError as exc:
-        raise PageError(path, f"image too large ({_one_line(exc)})") from None
+    except Image.DecompressionBombError:
+        with open(path, "rb") as f:  # the size only: Pillow refuses to open it at all
+            try:
+                w, h = Image.open(f, formats=None).size
+            except Exception:  # noqa: BLE001
+                w = h = 0
+        raise (_too_large(path, w, h) if w else PageError(path, "image too large")) from None
     except (OSError, ValueError) as exc:
         raise PageError(path, f"unreadable image ({_one_line(exc)})") from None
     with im:
         n = getattr(im, "n_frames", 1)
         for i in range(n):
             try:
-                im.seek(i)
-                yield _checked(path, _gray(ImageOps.exif_transpose(im) if i == 0 else im), i, n)
+                with _pillow_limit():
+                    im.seek(i)
+                    if im.size[0] * im.size[1] > HARD_PIXELS:
+                        raise _too_large(path, *im.size, i if n > 1 else None)
+                    frame = im
+                    if i == 0 and im.getexif().get(0x0112, 1) != 1:
+                        frame = ImageOps.exif_transpose(im)
+                    elif im.format == "JPEG" and im.size[0] * im.size[1] > MAX_PIXELS:
+                        f = np.sqrt(im.size[0] * im.size[1] / MAX_PIXELS)
+                        im.draft("L", (int(im.size[0] / f), int(im.size[1] / f)))
+                    page = _sized(_gray(frame))
             except PageError:
                 raise
             except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
                 raise PageError(path, f"corrupt image ({_one_line(exc)})") from None
+            yield _checked(path, page, i, n)
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-def _gray(im) -> np.ndarray:
-    """Any Pillow mode → uint8 grayscale, transparent areas as paper."""
+def _gray(im):
+    """Any Pillow mode → a Pillow "L" image, transparent areas as paper."""
     from PIL import Image
 
+    if im.mode == "L":
+        return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         lo, hi = np.percentile(a, [0.1, 99.9])
-        return np.clip((a - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.clip((a - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
-    return np.asarray(im.convert("L"), dtype=np.uint8)
+    return im.convert("L")
+
+
+def _band_runs(bands: np.ndarray) -> tuple[float, float, float]:
+    """(line distance, line thickness, strength) of the vertical runs of a stack of gray columns
+    (h, n): ``_vertical_runs`` of their ink, and the staff-line steps found per column."""
+    sample = bands[::3]
+    paper, ink = float(np.median(sample)), float(np.percentile(sample, 0.1))
+    if paper - ink < 40:
+        return 0.0, 0.0, 0.0
+    mask = bands < paper - 0.12 * (paper - ink)
+    d, t, count = _vertical_runs(mask, with_count=True)
+    return d, t, count / max(bands.shape[1], 1)
+
+
+def _page_bands(page: np.ndarray, width: int = 4, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Mean gray of up to ``n`` bands ``width`` px wide across the middle 80 % of a page: columns
+    (h, n) and rows (w, n)."""
+    h, w = page.shape
+    at = np.linspace(w * 0.1, w * 0.9 - width, max(min(n, w // width), 1)).astype(int)
+    cols = page[:, at[:, None] + np.arange(width)].mean(axis=2, dtype=np.float32)
+    at = np.linspace(h * 0.1, h * 0.9 - width, max(min(n, h // width), 1)).astype(int)
+    rows = page[at[:, None] + np.arange(width), :].mean(axis=1, dtype=np.float32).T
+    return cols, rows
+
+
+def _line_distance(page) -> float:
+    """Staff space of a page (px; 0 if it shows no staff lines), whichever way its lines run."""
+    arr = np.asarray(page)
+    if min(arr.shape) < 8:
+        return 0.0
+    cols, rows = _page_bands(arr)
+    dc, _, sc = _band_runs(cols)
+    dr, _, sr = _band_runs(rows)
+    return dr if sr > sc else dc
+
+
+def _sized(im) -> np.ndarray:
+    """A Pillow "L" page at the resolution of what is on it (see ``iter_pages``), as an array.
+
+    The staff space is measured on a copy reduced by an integer factor ``m`` to at most
+    MEASURE_PIXELS (good to about ``m`` px, all that choosing the factor needs)."""
+    from PIL import Image
+
+    w, h = im.size
+    m = max(1, int(np.ceil(np.sqrt(w * h / MEASURE_PIXELS) - 1e-9)))
+    view = im.reduce(m) if m > 1 else im
+    d = _line_distance(view) * m
+    f = max(1, int(d // READ_SPACE)) if d >= 2 * READ_SPACE else 1
+    f = max(f, int(np.ceil(np.sqrt(w * h / MAX_PIXELS) - 1e-9)))
+    if f > 1:
+        im = view if f == m else im.reduce(f)
+    elif m == 1 and 0 < d < LOW_SPACE:
+        up = int(np.ceil(LOW_SPACE / d))
+        if w * h * up * up <= MAX_PIXELS:
+            im = im.resize((w * up, h * up), Image.Resampling.BICUBIC)
+    return np.asarray(im)
 
 
 def _checked(path, page: np.ndarray, index: int, n: int) -> np.ndarray:
@@ -205,6 +428,7 @@ class PageLayout:
     line_thickness: float  # px
     staves: list[Staff]
     systems: list[System]
+    turns: int = 0  # quarter turns (np.rot90, counterclockwise) that made the page upright
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -261,24 +485,27 @@ def _runs_1d(mask: np.ndarray):
     return rs, starts, stops
 
 
-def _vertical_runs(ink: np.ndarray) -> tuple[float, float]:
+def _vertical_runs(ink: np.ndarray, with_count: bool = False):
     """(line distance, line thickness) from the vertical runs of an ink mask's columns: the most
     common distance from one black run's start to the next one's (a staff line and the space below
-    it) and the most common black run. Classic OMR estimate; staff lines dominate both."""
+    it) and the most common black run. Classic OMR estimate; staff lines dominate both.
+    ``with_count``: also the number of steps at that distance (± 1 px)."""
     rows, starts, stops = _runs_1d(ink.T)
     black = stops - starts
     same = rows[1:] == rows[:-1]
     step = (starts[1:] - starts[:-1])[same]
     step = step[black[:-1][same] < 0.5 * step]  # a thin run followed by more white
     if len(step) < 20:
-        return 0.0, 0.0
+        return (0.0, 0.0, 0) if with_count else (0.0, 0.0)
     hist = np.bincount(step.clip(0, 1000))
     hist[:3] = 0
     mode = int(np.argmax(hist))
-    lo, hi = max(mode - 1, 0), mode + 2
+    lo, hi = max(mode - 1, 0), min(mode + 2, len(hist))
     d = float(np.dot(np.arange(lo, hi), hist[lo:hi]) / max(hist[lo:hi].sum(), 1))
     thick = np.bincount(black.clip(0, mode))
     thick[0] = 0
+    if with_count:
+        return d, float(np.argmax(thick)), int(hist[lo:hi].sum())
     return d, float(np.argmax(thick))
 
 
@@ -599,9 +826,15 @@ def _joined(dark: np.ndarray, upper: _Found, lower: _Found, d: float, noise: flo
     return bool(np.intersect1d(labels[0][labels[0] > 0], labels[-1][labels[-1] > 0]).size)
 
 
-def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = "page"
-                 ) -> PageLayout:
+def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = "page",
+                 orient: str = "check") -> PageLayout:
     """Deskew a page and find its staff space, staves and systems.
+
+    ``orient``: "check" — a page that shows staff lines running up and down (turned by 90° or
+    270°) or that reads upside down (clefs, braces and brackets at the right end of its systems)
+    raises ``PageRotated``; "either" — the page is known to be turned by a multiple of 90°
+    (``_upright`` turned a sideways page): ``PageRotated`` unless it is clearly upright, with
+    ``turns`` 2 if it is clearly upside down and 0 if that cannot be told; "off" — no check.
 
     Raises ``PageError`` for a blank page or one without staves (naming ``path`` and, if given,
     the page ``index``).
@@ -613,7 +846,10 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
     # line distance from vertical runs in a few hundred 4-column bands at full resolution
     at = np.linspace(w * 0.1, w * 0.9 - 4, min(300, w // 4)).astype(int)
     bands = page[:, at[:, None] + np.arange(4)].mean(axis=2, dtype=np.float32)
-    d_full, t_full = _vertical_runs(bands < paper - 0.12 * (paper - ink))
+    d_full, t_full, steps = _vertical_runs(bands < paper - 0.12 * (paper - ink), with_count=True)
+    if orient == "check" and _sideways(page, paper, ink, steps / max(len(at), 1)):
+        raise PageRotated(path, "page appears rotated (staff lines run up and down); turn it "
+                                "upright and try again", index, turns=1)
     if d_full < 3:
         raise PageError(path, "no staves found (not sheet music?)", index)
     k = max(1, int(d_full // WORK_SPACE))
@@ -649,11 +885,119 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
             groups[-1].append(i)
         else:
             groups.append([i])
+    if orient != "off":
+        hand = _handedness(dark, found, groups, d)
+        if orient == "check" and hand < -UPSIDE_DOWN:
+            raise PageRotated(path, "page appears rotated (upside down); turn it upright and try "
+                                    "again", index, turns=2)
+        if orient == "either" and hand < SURE_WAY:
+            raise PageRotated(path, "page appears rotated (staff lines run up and down); turn it "
+                                    "upright and try again", index,
+                              turns=2 if hand < -SURE_WAY else 0)
     page_no = index or 0
     systems = [System(page_no, min(s.x0 for s in ss), max(s.x1 for s in ss), ss[0].y0, ss[-1].y1, ss)
                for ss in ([staves[i] for i in g] for g in groups)]
     space = float(np.median([s.space for s in staves]))
     return PageLayout(page_no, w, h, angle, space, t_full, staves, systems)
+
+
+# Thresholds measured on 60 real scans (benchmarks/page_ingestion.py --rotations): handedness was
+# 2.6 … 19 upright and -5.5 … -24 upside down; staff-line steps across rows / down columns at most
+# 0.30 upright and at least 3.3 turned by 90° (150 scans).
+UPSIDE_DOWN = 1.0  # handedness below minus this: the page is upside down
+SURE_WAY = 1.0  # a page turned by 90°: handedness beyond ± this says which way
+SIDEWAYS = 2.0  # staff-line steps across rows over those down columns: lines run up and down
+
+
+def _sideways(page: np.ndarray, paper: float, ink: float, col_steps: float) -> bool:
+    """Do the page's staff lines run up and down? Staff-line steps (``_vertical_runs``) per band
+    across a few hundred 4-row bands against those per 4-column band (``col_steps``)."""
+    h, w = page.shape
+    at = np.linspace(h * 0.1, h * 0.9 - 4, min(300, h // 4)).astype(int)
+    bands = page[at[:, None] + np.arange(4), :].mean(axis=1, dtype=np.float32).T
+    _, _, steps = _vertical_runs(bands < paper - 0.12 * (paper - ink), with_count=True)
+    row_steps = steps / max(len(at), 1)
+    return row_steps >= 2 and row_steps > SIDEWAYS * col_steps
+
+
+
+def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float) -> float:
+    """Evidence that a page is upright rather than upside down (> 0 upright, < 0 upside down):
+    music is written left to right, so clefs, key signatures, braces and brackets sit at the
+    left end of every system and little ink lies beyond its right end. Per system: the mean
+    darkness just left of its staff lines minus just right of them (brace, bracket, system
+    barline), plus per staff the darkness of its first four spaces minus its last four (clef and
+    key signature against a barline), times 10, summed."""
+    h, w = dark.shape
+    feats = []
+    for g in groups:
+        sts = [found[i] for i in g]
+        x0, x1 = min(s.x0 for s in sts), max(s.x1 for s in sts)
+        if x1 - x0 < 20 * d:
+            continue
+        top, bottom = sts[0].height(0, (x0 + x1) / 2), sts[-1].height(4, (x0 + x1) / 2)
+        r0, r1 = int(max(top - 0.5 * d, 0)), int(min(bottom + 0.5 * d, h))
+
+        def mean(a, b, r0=r0, r1=r1):
+            a, b = int(max(a, 0)), int(min(b, w))
+            return float(dark[r0:r1, a:b].mean()) if b > a and r1 > r0 else 0.0
+
+        outside = mean(x0 - 2.5 * d, x0 - 0.3 * d) - mean(x1 + 0.3 * d, x1 + 2.5 * d)
+        inside = 0.0
+        for s in sts:
+            t, b = s.height(0, (x0 + x1) / 2), s.height(4, (x0 + x1) / 2)
+            inside += (mean(s.x0 + 0.5 * d, s.x0 + 4.5 * d, int(max(t - 2 * d, 0)), int(b + 2 * d))
+                       - mean(s.x1 - 4.5 * d, s.x1 - 0.5 * d, int(max(t - 2 * d, 0)), int(b + 2 * d)))
+        feats.append((outside, inside / len(sts)))
+    # both in darkness units, summed over the systems: the more systems, the surer
+    return float(10 * np.sum(feats)) if feats else 0.0
+
+
+def _upright(page: np.ndarray, index: int | None = None, path: str | Path = "page"
+             ) -> tuple[np.ndarray, PageLayout]:
+    """A page turned upright by quarter turns, and its layout (``analyse_page``); ``turns`` of
+    the layout says how it was turned. ``PageError`` as ``analyse_page``, and ``PageRotated``
+    for a page turned by 90° or 270° that cannot be told from the other."""
+    try:
+        return page, analyse_page(page, index, path)
+    except PageRotated as exc:
+        turns = exc.turns
+    if turns == 1:  # staff lines up and down: turned by 90° or 270°
+        side = np.ascontiguousarray(np.rot90(page, 1))
+        try:
+            lay = analyse_page(side, index, path, orient="either")
+            lay.turns = 1
+            return side, lay
+        except PageRotated as exc:
+            if exc.turns != 2:
+                raise
+        turns = 3
+    turned = np.ascontiguousarray(np.rot90(page, turns))
+    lay = analyse_page(turned, index, path, orient="off")
+    lay.turns = turns
+    return turned, lay
+
+
+# what iter_pages found while turning its pages upright, for read_systems: id(page) → (weak
+# reference to the page, index, path, layout or PageError); a few entries at most
+_FOUND: dict[int, tuple] = {}
+
+
+def _remember(page: np.ndarray, index: int, path, found) -> None:
+    import weakref
+
+    key = id(page)
+    _FOUND[key] = (weakref.ref(page, lambda _, k=key: _FOUND.pop(k, None)), index, str(path), found)
+    while len(_FOUND) > 8:
+        _FOUND.pop(next(iter(_FOUND)), None)
+
+
+def _recall(page: np.ndarray, index: int, path):
+    e = _FOUND.get(id(page))
+    if e is None or e[0]() is not page or e[1] != index or e[2] != str(path):
+        return None
+    _FOUND.pop(id(page), None)
+    return e[3]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -888,20 +1232,29 @@ def read_systems(pages: Iterable[np.ndarray], path: str | Path = "page"
     """Analyse pages and unroll every system found into one strip — the geometry shared by
     queries (``ingest_sheet``) and the corpus's training strips (``corpus_strip``).
 
+    A page turned by quarter turns is turned upright first (``PageLayout.turns``; the layout,
+    the strip's ``sizes`` and all page coordinates are those of the upright page); pages that
+    come from ``iter_pages`` are not analysed twice.
+
     Returns (layouts of the pages with staves, (page, reason) of pages skipped, strip);
     ``PageError`` if no page has staves.
     """
     layouts, skipped, halves, scales, angles, sizes = [], [], [], [], [], []
     for i, page in enumerate(pages):
-        sizes.append((page.shape[1], page.shape[0]))
         try:
-            lay = analyse_page(page, i, path)
+            lay = _recall(page, i, path)  # iter_pages has looked at it already
+            if isinstance(lay, PageError):
+                raise lay
+            if lay is None:
+                page, lay = _upright(page, i, path)
         except PageError as exc:
+            sizes.append((page.shape[1], page.shape[0]))
             skipped.append((i, exc.reason))
             halves.append(None)
             scales.append(1.0)
             angles.append(0.0)
             continue
+        sizes.append((page.shape[1], page.shape[0]))
         layouts.append(lay)
         half, s = normalise_page(page, lay.staff_space, lay.angle)
         halves.append(half)
@@ -911,7 +1264,13 @@ def read_systems(pages: Iterable[np.ndarray], path: str | Path = "page"
     if not layouts:
         if n == 1:
             raise PageError(path, skipped[0][1])
-        raise PageError(path, f"no staves found on any of its {n} pages" if n else "no pages")
+        hints: dict[str, list[str]] = {}  # reasons the user can act on, with their pages
+        for p, reason in skipped:
+            if reason != "blank page" and not reason.startswith("no staves found"):
+                hints.setdefault(reason, []).append(str(p + 1))
+        raise PageError(path, (f"no staves found on any of its {n} pages" + "".join(
+            f"; page{'s' * (len(v) > 1)} {', '.join(v)}: {r}" for r, v in hints.items()))
+                        if n else "no pages")
     boxes = [_box(s) for lay in layouts for s in lay.systems]
     return layouts, skipped, _cut(halves, scales, boxes, angles, sizes)
 
@@ -949,8 +1308,10 @@ def corpus_strip(pages: Sequence[np.ndarray], engraved: Sequence[dict], notehead
     return strip, cols.astype(np.float32), rows.astype(np.float32), detected
 
 
-def ingest_sheet(path: str | Path, hop: int = 10, dpi: float = PDF_DPI) -> SheetIngest:
-    """Read a PDF or scan, find its systems, unroll them and cut sheet snippets.
+def ingest_sheet(path: str | Path, hop: int = 10, dpi: float | None = None) -> SheetIngest:
+    """Read a PDF or scan (``iter_pages``: by the resolution of what is on its pages, upright;
+    ``dpi`` forces a PDF rendering resolution), find its systems, unroll them and cut sheet
+    snippets.
 
     Pages without staves (title pages, blank pages) are skipped and listed in ``skipped``;
     ``PageError`` if no page has any. Page numbers everywhere are those of the file (from 0).
