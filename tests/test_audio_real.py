@@ -36,6 +36,8 @@ def encode(path, x, sr, codec, video=False):
         # FFmpeg's AAC encoder without noise substitution (PNS): its decoder makes up that noise
         s = c.add_stream(codec, rate=sr, options={"aac_pns": "0"} if codec == "aac" else {}) if codec else None
         if s:
+            if codec == "wmav2":
+                s.bit_rate = 128000  # it has no default
             s.layout = "mono" if x.shape[1] == 1 else "stereo"
         if v:
             v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
@@ -67,6 +69,7 @@ def resampled(x, sr):
 @pytest.mark.parametrize("name,codec,sr,channels,video", [
     ("a.m4a", "aac", 44100, 2, False), ("a.opus", "libopus", 48000, 1, False),
     ("a.mp4", "aac", 44100, 2, True), ("a.mkv", "libopus", 48000, 2, True),
+    ("a.wma", "wmav2", 44100, 2, False),
 ])
 def test_ffmpeg_formats(tmp_path, name, codec, sr, channels, video):
     x = 0.5 * music(sr)
@@ -74,8 +77,10 @@ def test_ffmpeg_formats(tmp_path, name, codec, sr, channels, video):
     ing = ingest_audio(path)
     assert ing.info["decoder"] == "ffmpeg" and ing.warnings == []
     assert (ing.sample_rate, ing.channels) == (sr, channels)
-    # lossy codecs add up to one frame of padding (AAC 1024 samples, 23 ms)
-    assert 2.0 <= ing.seconds <= 2.03 and ing.file_seconds == ing.seconds
+    # lossy codecs add or drop up to one frame of padding (AAC: 1024 samples, 23 ms)
+    assert abs(ing.seconds - 2.0) <= 0.03 and ing.file_seconds == ing.seconds
+    if codec == "wmav2":  # FFmpeg's own WMA encoder is crude (waveform correlation 0.85 here)
+        return
     ref = spectrogram(normalise_level(resampled(x, sr))[0])
     m = len(ref)
     # AAC and Opus at their default bit rates: the log spectrogram within 0.03 on average (values
@@ -120,7 +125,7 @@ def test_ffmpeg_excerpt(tmp_path):
     assert ing.times()[0] == 0.7
     with pytest.raises(AudioError) as info:
         ingest_audio(path, start=5.0)
-    assert str(info.value) == f"{path}: excerpt 5–3 s is outside the recording (3.0 s long)"
+    assert str(info.value) == f"{path}: excerpt from 5 s is outside the recording (3.0 s long)"
     with pytest.raises(AudioError, match="outside the recording"):
         load_audio(path, start=1.0, end=1.0)
 

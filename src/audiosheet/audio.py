@@ -118,7 +118,7 @@ class _Mixer:
 
 
 def _outside(path, a: float, b: float | None, file_seconds: float | None):
-    span = f"{a:g}–{file_seconds if b is None else b:g} s"
+    span = f"from {a:g} s" if b is None else f"{a:g}–{b:g} s"
     length = "" if file_seconds is None else f" ({file_seconds:.1f} s long)"
     return AudioError(path, f"excerpt {span} is outside the recording{length}")
 
@@ -223,9 +223,11 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
             raise AudioError(path, f"corrupt or truncated audio data ({_detail(exc).lower()})") from None
     if sought:  # no time stamps to place a seek: read from the beginning instead
         return _read_ffmpeg(path, sample_rate, start, end, unreadable, seek=False)
+    # decoded to the end: its length is known exactly; else (stopped at the excerpt's end, or
+    # nothing after a seek) the container's word for it
+    file_seconds = pos / sr if pos and (b is None or pos < b) else (declared or pos / sr)
     if mix.n == 0 and a:
-        raise _outside(path, a / sr, end, pos / sr if b is None or pos < b else declared)
-    file_seconds = pos / sr if b is None or pos < b else (declared or pos / sr)
+        raise _outside(path, a / sr, end, file_seconds or None)
     return mix, sr, channels, file_seconds, a / sr
 
 
