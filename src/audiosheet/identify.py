@@ -103,36 +103,32 @@ class Identification:
 # locations
 
 
-def _strip(d: dict):
-    from .pages import Strip
-
-    return Strip(np.zeros((0, 0), np.uint8), d["boxes"], d["offsets"], d["lefts"], d["tops"],
-                 d["scales"], d["angles"], d["sizes"])
-
-
 def sheet_location(d: dict, j0: int, j1: int) -> dict:
     """Where snippets j0..j1 of a sheet item are: the systems they cross, with the x-range and
-    the box on each page (px of the page as read; PDF pages at ``pages.PDF_DPI``)."""
-    from .pages import _page_x, _rotate_points
-
-    strip = _strip(d)
+    the box on each page (px of the page as read; PDF pages at ``pages.PDF_DPI``). Pure
+    arithmetic on the item's stored strip geometry (no page module import: queries start faster)."""
+    boxes, offsets, lefts = d["boxes"], d["offsets"], d["lefts"]
+    scales, angles, sizes = d["scales"], d["angles"], d["sizes"]
     c0, c1 = float(d["column"][j0]), float(d["column"][j1])
     if c1 < c0:
         c0, c1 = c1, c0
     s0, s1 = int(d["system"][j0]), int(d["system"][j1])
     spans = []
     for s in range(min(s0, s1), max(s0, s1) + 1):
-        lo, hi = max(c0, strip.offsets[s]), min(c1, strip.offsets[s + 1] - 1)
+        lo, hi = max(c0, offsets[s]), min(c1, offsets[s + 1] - 1)
         if s0 != s1:  # a system the passage passes through: all of it that lies in the passage
-            lo = strip.offsets[s] if s > s0 else lo
-            hi = strip.offsets[s + 1] - 1 if s < s1 else hi
-        x0, x1 = _page_x(strip, np.array([lo, hi], float), s)
-        page = int(strip.boxes[s, 0])
-        y0, y1 = strip.boxes[s, 3], strip.boxes[s, 4]
-        w, h = strip.sizes[page]
-        cx, cy = _rotate_points(np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1]),
-                                float(strip.angles[page]), (w / 2.0, h / 2.0))
-        on_page = np.flatnonzero(strip.boxes[:, 0] == page)
+            lo = offsets[s] if s > s0 else lo
+            hi = offsets[s + 1] - 1 if s < s1 else hi
+        page = int(boxes[s, 0])
+        # strip column → deskewed page x (the strip is at half resolution of the page rescaled by
+        # scales[page]; as pages._page_x)
+        x0, x1 = (np.array([lo, hi], float) - offsets[s] + lefts[s]) * 2.0 / scales[page]
+        y0, y1 = boxes[s, 3], boxes[s, 4]
+        w, h = sizes[page]
+        t = np.deg2rad(float(angles[page]))  # back onto the page as read (pages._rotate_points)
+        dx, dy = np.array([x0, x1, x1, x0]) - w / 2.0, np.array([y0, y0, y1, y1]) - h / 2.0
+        cx, cy = w / 2.0 + np.cos(t) * dx - np.sin(t) * dy, h / 2.0 + np.sin(t) * dx + np.cos(t) * dy
+        on_page = np.flatnonzero(boxes[:, 0] == page)
         spans.append({"page": page + 1, "system": int(np.searchsorted(on_page, s)) + 1,
                       "x0": round(float(x0), 1), "x1": round(float(x1), 1),
                       "box": [round(float(cx.min()), 1), round(float(cy.min()), 1),
@@ -169,7 +165,7 @@ def embed_query(coll: Collection, query: str | Path, start: float | None = None,
     front-end ``warnings`` (clipping, very low level)."""
     path = Path(query)
     kind = query_kind(path)
-    emb = coll.embedder
+    emb = coll.query_embedder
     if kind == "audio":
         from .audio import ingest_audio
 

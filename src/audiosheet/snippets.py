@@ -17,10 +17,9 @@ STRIP_HEIGHT = 100  # rows of the half-resolution strip (200 px of the page arou
 SHEET_H, SHEET_W = 80, 100  # sheet snippet after downscaling (160 × 200 px of the page)
 AUDIO_BINS, AUDIO_FRAMES = 92, 42  # audio snippet (bins × frames)
 
-try:  # a real torch Dataset where torch is installed; the corpus builder does not need torch
-    from torch.utils.data import Dataset as _DatasetBase
-except ImportError:  # pragma: no cover
-    _DatasetBase = object
+# SnippetPairs is a map-style dataset (__len__ + __getitem__), which torch's DataLoader takes as it
+# is; not subclassing torch's Dataset keeps torch out of every process that only reads audio or pages.
+_DatasetBase = object
 
 
 def half_resolution(page: np.ndarray) -> np.ndarray:

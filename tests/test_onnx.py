@@ -1,0 +1,71 @@
+"""Queries through the collection's ONNX export: same embeddings and answers as torch, no torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from audiosheet import Collection  # noqa: E402
+from audiosheet.onnx_embed import OnnxEmbedder, read_meta  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def db(files, tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("onnx") / "coll"
+    rep = Collection(db).add([files / "sheets", files / "audio"], progress=False)
+    assert len(rep.added) == 8
+    return db
+
+
+def test_export_matches_torch(db, files):
+    c = Collection(db)
+    meta = read_meta(db / "model")
+    assert meta["model_sha256"] == c.settings["model_sha256"]
+    q = c.query_embedder
+    assert isinstance(q, OnnxEmbedder)
+    from audiosheet.audio import ingest_audio
+    from audiosheet.pages import ingest_sheet
+
+    a = ingest_audio(c.items("audio")[0].path, context=q.config.context, hop=5)
+    s = ingest_sheet(c.items("sheet")[0].path, hop=10)
+    for fast, ref in ((q.audio(a.snippets), c.embedder.audio(a.snippets)),
+                      (q.sheet(s.snippets), c.embedder.sheet(s.snippets))):
+        assert fast.shape == ref.shape and fast.dtype == np.float32
+        assert np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
+        assert (fast * ref).sum(axis=1).min() > 0.995  # torch embeds with bf16 autocast
+
+
+def test_identify_through_onnx_without_torch(db, files):
+    """A one-shot query process never imports torch, and answers as the torch path does."""
+    audio = Collection(db).items("audio")[1]
+    code = ("import sys, json; from audiosheet.cli import main; "
+            f"rc = main(['identify', '--db', {str(db)!r}, {audio.path!r}, '--json']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    fast = json.loads(out.stdout)
+    c = Collection(db)
+    c._query_embedder = c.embedder  # the torch path
+    ref = c.identify(audio.path).to_dict()
+    assert [r["piece"] for r in fast["results"]] == [r["piece"] for r in ref["results"]]
+    assert abs(fast["results"][0]["score"] - ref["results"][0]["score"]) < 0.01
+
+
+def test_stale_export_falls_back_to_torch(db, tmp_path):
+    import shutil
+
+    copy = tmp_path / "coll"
+    shutil.copytree(db, copy)
+    meta = json.loads((copy / "model" / "model.json").read_text())
+    meta["model_sha256"] = "0" * 64
+    (copy / "model" / "model.json").write_text(json.dumps(meta))
+    from audiosheet.embed import Embedder
+
+    assert isinstance(Collection(copy).query_embedder, Embedder)
