@@ -178,6 +178,7 @@ class Collection:
                  approx_threshold: int | None = None, create: bool = True):
         self.root = Path(path)
         self._embedder = None
+        self._query_embedder = None
         self._faiss: dict[str, object] = {}
         self._cache: dict[int, dict] = {}
         self._passage_embedder = None
@@ -287,6 +288,37 @@ class Collection:
                 f"with; re-index into a new --db")
             self._embedder = Embedder(load_model(ckpt))
         return self._embedder
+
+    @property
+    def query_embedder(self):
+        """The model for queries: the collection's ONNX export run by ONNX Runtime when it is
+        there and made from this collection's checkpoint (no torch import: a one-shot query
+        starts ~1 s sooner; see ``onnx_embed``), else ``embedder``."""
+        if self._query_embedder is None:
+            from .onnx_embed import OnnxEmbedder, read_meta
+
+            meta = read_meta(self.root / "model")
+            if meta is not None and meta.get("model_sha256") == self.settings["model_sha256"]:
+                try:
+                    self._query_embedder = OnnxEmbedder(self.root / "model")
+                except (ImportError, OSError):
+                    pass
+            if self._query_embedder is None:
+                self._query_embedder = self.embedder
+        return self._query_embedder
+
+    def _export_query_model(self) -> None:
+        """Write the ONNX export of the model for queries if it is missing or stale (inside the
+        writer lock; a failed export only costs queries their fast start)."""
+        from .onnx_embed import export, read_meta
+
+        meta = read_meta(self.root / "model")
+        if meta is not None and meta.get("model_sha256") == self.settings["model_sha256"]:
+            return
+        try:
+            export(self.embedder.model, self.root / "model", self.settings["model_sha256"])
+        except Exception as exc:  # noqa: BLE001 - e.g. an exporter missing from this torch build
+            print(f"{self.root}: note: no ONNX export for fast queries ({_reason(exc)})", file=sys.stderr)
 
     @contextlib.contextmanager
     def _writing(self):
@@ -402,6 +434,7 @@ class Collection:
         files, report.failed = expand(paths, report.skipped)
         names = {str(Path(k).resolve()): v for k, v in (names or {}).items()}
         with self._writing():
+            self._export_query_model()
             known = {i.sha256: i for i in self.items()}
             pending: list[tuple[Item, dict]] = []
             last_commit = time.time()
