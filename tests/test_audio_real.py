@@ -30,7 +30,7 @@ def music(sr, seconds=2.0, seed=0):
 
 def encode(path, x, sr, codec, video=False):
     """Write (n,) or (n, channels) float audio with PyAV (and a black video stream if asked)."""
-    x = x.reshape(len(x), -1)
+    x = x[:, None] if x.ndim == 1 else x
     with av.open(str(path), "w") as c:
         v = c.add_stream("mpeg4", rate=10) if video else None
         # FFmpeg's AAC encoder without noise substitution (PNS): its decoder makes up that noise

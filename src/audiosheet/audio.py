@@ -105,11 +105,11 @@ class _Mixer:
         self.out.append(self.stream.resample_chunk(mono) if self.stream else mono)
 
     def finish(self) -> np.ndarray:
-        if self.stream:
-            self.out.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
-        audio = np.concatenate(self.out).astype(np.float32, copy=False) if self.out else np.zeros(0, np.float32)
         if self.n == 0:
             raise AudioError(self.path, "no audio (0 samples)")
+        if self.stream:
+            self.out.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        audio = np.concatenate(self.out).astype(np.float32, copy=False)
         if self.peak < SILENCE:
             raise AudioError(self.path, "silent (peak below -80 dBFS)")
         if np.abs(audio).max() < SILENCE:
@@ -180,20 +180,19 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
             raise AudioError(path, unreadable or f"not a readable audio file ({what})")
         stream = container.streams.audio[0]
         cc = stream.codec_context
+        # as declared; the first decoded frame has the last word (some codecs tell only then)
         sr, channels = int(cc.sample_rate or 0), int(cc.layout.nb_channels if cc.layout else 0)
-        if sr <= 0 or channels <= 0:
-            raise AudioError(path, f"not a readable audio file ({sr} Hz, {channels} channels)")
         tb = stream.time_base
         t_first = float(stream.start_time * tb) if stream.start_time is not None else 0.0
         if stream.duration is not None and tb is not None:
             declared = float(stream.duration * tb)
         else:
             declared = container.duration / 1e6 if container.duration else None
-        a = int(round(start * sr))
-        b = None if end is None else int(round(end * sr))
-        if (b is not None and b <= a) or (declared and a >= int(round(declared * sr))):
-            raise _outside(path, a / sr, end, declared)
-        mix = _Mixer(path, sr, sample_rate, "ffmpeg")
+        if (end is not None and end <= start) or (declared and start >= declared):
+            raise _outside(path, start, end, declared)
+        # the decoder's rate may differ from the container's (HE-AAC: the core rate is declared,
+        # twice that is decoded): the first decoded frame's rate is the one used
+        mix, a, b = None, 0, None
         # seek only past the pre-roll: from the beginning, the decoder also sees what comes
         # before the first time stamp (AAC's priming frame)
         pos, sought = 0, bool(seek and tb is not None and start > PREROLL)
@@ -204,6 +203,15 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
                 container.seek(int((t_first + start - PREROLL) / tb), stream=stream,
                                backward=True)
             for frame in container.decode(stream):
+                if mix is None:
+                    sr, channels = int(frame.sample_rate or sr), frame.layout.nb_channels or channels
+                    if sr <= 0:
+                        raise AudioError(path, "not a readable audio file (no sample rate)")
+                    mix = _Mixer(path, sr, sample_rate, "ffmpeg")
+                    a, b = int(round(start * sr)), None if end is None else int(round(end * sr))
+                elif frame.sample_rate and frame.sample_rate != sr:
+                    raise AudioError(path, f"not a readable audio file (the sample rate changes "
+                                           f"within the recording, {sr} → {frame.sample_rate} Hz)")
                 if sought:  # where the decoder resumed: the first frame's time stamp
                     if frame.time is None:
                         break
@@ -217,7 +225,7 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
                     break
             else:
                 sought = False
-        except AudioError:
+        except (AudioError, MemoryError):
             raise
         except Exception as exc:  # the decoder's error on damaged data, whatever its type
             raise AudioError(path, f"corrupt or truncated audio data ({_detail(exc).lower()})") from None
@@ -226,8 +234,10 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
     # decoded to the end: its length is known exactly; else (stopped at the excerpt's end, or
     # nothing after a seek) the container's word for it
     file_seconds = pos / sr if pos and (b is None or pos < b) else (declared or pos / sr)
-    if mix.n == 0 and a:
-        raise _outside(path, a / sr, end, file_seconds or None)
+    if mix is None or (mix.n == 0 and a):
+        if start:
+            raise _outside(path, start, end, file_seconds or None)
+        mix = _Mixer(path, max(sr, 1), sample_rate, "ffmpeg")  # nothing decoded: "no audio (0 samples)"
     return mix, sr, channels, file_seconds, a / sr
 
 
