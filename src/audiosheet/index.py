@@ -762,12 +762,12 @@ class Collection:
     # ------------------------------------------------------------------ queries
 
     def identify(self, query, method: str = "dtw", top: int = 5, start: float | None = None,
-                 end: float | None = None):
-        """Rank the collection's recordings (score query) or scores (audio query); see
-        ``audiosheet.identify.identify``."""
+                 end: float | None = None, **options):
+        """Rank the collection's recordings (score query) or scores (audio query); ``options``
+        (threshold, segment_over, segment_s, ...) as ``audiosheet.identify.identify``."""
         from .identify import identify
 
-        return identify(self, query, method=method, top=top, start=start, end=end)
+        return identify(self, query, method=method, top=top, start=start, end=end, **options)
 
     def close(self) -> None:
         self.db.close()

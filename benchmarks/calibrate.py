@@ -1,0 +1,121 @@
+"""Identification options and the confidence of ``identify``, measured on development folders.
+
+    python benchmarks/calibrate.py FOLDER [FOLDER ...] [--fit FOLDER] [--out DIR] [--db-root DIR]
+
+Every FOLDER is in the layout of ``audiosheet evaluate folder`` (sheets/, queries/, labels.tsv).
+For each, the reference ``vote`` and the four ``dtw`` variants — shortlist by raw votes or by
+votes per √(item snippets), rank by the raw mean cosine or by the margin over the time-reversed
+query — are run (``evaluate_folder``), and a table of top-1, top-5, MRR, shortlist recall, TPR
+and open-set FPR at the confidence threshold is printed.
+
+``--fit FOLDER``: fit the confidence's logistic coefficients (intercept, margin, gap; see
+``matching.confidence``) on that folder's queries with the chosen variant (label: the top result
+is the query's piece; open-set queries are all negatives), print them, and report the other
+folders with them (paste them into ``identify.CONFIDENCE``). JSON of every run goes to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from audiosheet import identify as ident  # noqa: E402
+from audiosheet.evaluate import evaluate_folder  # noqa: E402
+
+VARIANTS = {"vote": ("vote", {}),
+            "dtw votes/cost (before)": ("dtw", {"shortlist_by": "votes", "rank_by": "cost"}),
+            "dtw rate/cost": ("dtw", {"shortlist_by": "rate", "rank_by": "cost"}),
+            "dtw votes/margin": ("dtw", {"shortlist_by": "votes", "rank_by": "margin"}),
+            "dtw rate/margin": ("dtw", {"shortlist_by": "rate", "rank_by": "margin"})}
+
+
+def features(res: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(margin, gap) of each query's top result and whether it is right."""
+    x, y = [], []
+    for r in res["per_query"]:
+        if not r["top"] or r["top"][0]["margin"] is None:
+            continue
+        m = r["top"][0]["margin"]
+        m2 = r["top"][1]["margin"] if len(r["top"]) > 1 and r["top"][1]["margin"] is not None else 0.0
+        x.append((m, m - m2))
+        y.append(r["piece"] != "-" and r["rank"] == 1)
+    return np.asarray(x, float), np.asarray(y, float)
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float, float, float]:
+    """Logistic regression p = sigmoid(a + b·margin + c·gap), log loss + a small L2 on b, c."""
+    from scipy.optimize import minimize
+
+    X = np.column_stack([np.ones(len(x)), x])
+
+    def loss(w):
+        z = X @ w
+        return float(np.mean(np.logaddexp(0, z) - y * z) + l2 * (w[1:] ** 2).sum())
+
+    w = minimize(loss, np.zeros(3), method="L-BFGS-B").x
+    return tuple(round(float(v), 2) for v in w)
+
+
+def rates(res: dict, coef) -> dict:
+    """TPR (top-1 right and confident) and FPR (open-set confident) under ``coef``."""
+    from audiosheet.matching import confidence
+
+    tp = fp = pos = neg = 0
+    for r in res["per_query"]:
+        top = r["top"]
+        c = 0.0
+        if top and top[0]["margin"] is not None:
+            m2 = top[1]["margin"] if len(top) > 1 and top[1]["margin"] is not None else float("-inf")
+            c = confidence(top[0]["margin"], top[0]["margin"] - m2, coef)
+        if r["piece"] == "-":
+            neg += 1
+            fp += c >= ident.CONFIDENT
+        else:
+            pos += 1
+            tp += (c >= ident.CONFIDENT) and r["rank"] == 1
+    return {"tpr": tp / max(pos, 1), "fpr": fp / max(neg, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("--fit", type=Path, default=None)
+    ap.add_argument("--variant", default="dtw rate/margin")
+    ap.add_argument("--out", type=Path, default=Path("calibrate_out"))
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    names = a.only.split(",") if a.only else list(VARIANTS)
+    for folder in a.folders:
+        for name in names:
+            method, opts = VARIANTS[name]
+            path = a.out / f"{folder.name}.{name.replace(' ', '_').replace('/', '-')}.json"
+            if path.exists():
+                res = json.loads(path.read_text())
+            else:
+                res = evaluate_folder(folder, method=method, progress=True, **opts)
+                path.write_text(json.dumps(res, indent=1) + "\n")
+            runs[(folder, name)] = res
+    coef = ident.CONFIDENCE
+    if a.fit is not None:
+        x, y = features(runs[(a.fit, a.variant)])
+        coef = fit(x, y)
+        print(f"fitted on {a.fit} ({len(y)} queries, {int(y.sum())} right at top-1): CONFIDENCE = {coef}")
+    print(f"\n| folder | method | top-1 | top-5 | MRR | shortlist recall | TPR | open-set FPR | median s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (folder, name), res in runs.items():
+        r = rates(res, coef) if name != "vote" else {"tpr": res["tpr"], "fpr": res["open_set_fpr"]}
+        print(f"| {folder.name} | {name} | {res['top1']:.3f} | {res['top5']:.3f} | {res['MRR']:.3f} | "
+              f"{res['shortlist_recall']:.3f} | {r['tpr']:.3f} | {r['fpr']:.3f} | {res['latency_s']:.2f} |")
+    print(f"\n(queries in collection / open set: " + ", ".join(
+        f"{f.name} {runs[(f, names[0])]['queries']}/{runs[(f, names[0])]['open_set_queries']}" for f in a.folders) + ")")
+
+
+if __name__ == "__main__":
+    main()

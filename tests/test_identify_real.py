@@ -1,0 +1,126 @@
+"""Identification as real collections need it: calibrated confidence, the open set, long
+recordings in segments, and batches that survive any one file's failure."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("faiss")
+
+from audiosheet import Collection  # noqa: E402
+from audiosheet.cli import main  # noqa: E402
+from audiosheet.matching import (calibrated_score, confidence, reversed_background,  # noqa: E402
+                                 subsequence_dtw, subsequence_dtw_batch, vote_rates)
+
+
+def _unit(rng, n, d=16):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_batched_dtw_equals_one_by_one():
+    rng = np.random.default_rng(1)
+    costs = 1 - np.stack([_unit(rng, 30) @ _unit(rng, 90).T for _ in range(3)])
+    c, j0, j1 = subsequence_dtw_batch(costs)
+    for k in range(3):
+        assert (c[k], j0[k], j1[k]) == pytest.approx(subsequence_dtw(costs[k]))
+
+
+def test_reversed_background_separates_true_piece_from_long_impostor():
+    rng = np.random.default_rng(0)
+    piece = _unit(rng, 200)
+    q = piece[50:110] + rng.normal(scale=0.3, size=(60, 16))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    cost, back, j0, j1 = reversed_background(q, piece)
+    true_margin = calibrated_score(cost, back)
+    assert abs(j0 - 50) <= 2 and abs(j1 - 109) <= 2
+    # an impostor 20× longer: more places for a chance alignment, lower raw cost than a short one,
+    # but its margin over the reversed query stays near 0
+    long = _unit(rng, 4000)
+    cost_l, back_l, _, _ = reversed_background(q, long)
+    short = _unit(rng, 200)
+    cost_s, _, _, _ = reversed_background(q, short)
+    assert cost_l < cost_s  # raw costs favour the long item ...
+    assert abs(calibrated_score(cost_l, back_l)) < 0.03 < true_margin  # ... margins do not
+    assert calibrated_score(float("inf"), float("inf")) == float("-inf")
+
+
+def test_vote_rates_and_confidence():
+    assert vote_rates(np.array([40, 10]), np.array([1600, 100])).tolist() == [1.0, 1.0]
+    coef = (-4.0, 40.0, 20.0)
+    assert confidence(0.2, 0.2, coef) > 0.99 and confidence(0.0, 0.0, coef) < 0.02
+    assert confidence(float("-inf"), 0.0, coef) == 0.0
+
+
+@pytest.fixture(scope="module")
+def three(files, tmp_path_factory) -> Path:
+    """A collection of three of the four test scores (delta left out: the open set)."""
+    db = tmp_path_factory.mktemp("open") / "coll"
+    sheets = sorted((files / "sheets").glob("*.pdf"))
+    rep = Collection(db).add([p for p in sheets if p.stem != "delta"], progress=False)
+    assert len(rep.added) == 3 and not rep.failed
+    return db
+
+
+def test_open_set_query_is_not_a_confident_match(three, files, capsys):
+    c = Collection(three)
+    res = c.identify(files / "audio" / "delta.flac")
+    assert res.results and res.confident is False and res.best is None
+    assert res.to_dict()["match"] is None and res.to_dict()["confident"] is False
+    assert main(["identify", "--db", str(three), str(files / "audio" / "delta.flac")]) == 0
+    assert "no confident match" in capsys.readouterr().out
+    known = c.identify(files / "audio" / "gamma.flac")
+    assert known.confident is True and known.best.piece == "gamma"
+
+
+def test_long_recording_is_identified_in_segments(three, files, tmp_path, capsys):
+    import soundfile as sf
+
+    parts, spans, t = [], [], 0.0
+    for name in ("gamma", "alpha", "gamma"):
+        a, sr = sf.read(files / "audio" / f"{name}.flac", dtype="float32")
+        a = a[: int(10 * sr)]
+        parts.append(a)
+        spans.append((name, t, t + len(a) / sr))
+        t += len(a) / sr
+    long = tmp_path / "concert.flac"
+    sf.write(long, np.concatenate(parts), sr)
+    c = Collection(three)
+    res = c.identify(long, segment_over=20, segment_s=10)
+    assert len(res.segments) == 3
+    assert [s["start_s"] for s in res.segments] == pytest.approx([0, 10, 20], abs=0.3)
+    assert [s["results"][0].piece for s in res.segments] == ["gamma", "alpha", "gamma"]
+    assert {m.piece for m in res.results[:2]} == {"gamma", "alpha"}
+    whole = c.identify(long, segment_over=1000)  # below the threshold: one answer, no segments
+    assert not whole.segments
+    assert main(["identify", "--db", str(three), str(long), "--json", "--segment-over", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["query_info"]["segments"] == len(out["segments"]) >= 1
+    assert all({"start_s", "end_s", "confident", "results"} <= set(s) for s in out["segments"])
+
+
+def test_memory_error_in_one_file_is_that_files_failure(files, tmp_path, monkeypatch):
+    db = tmp_path / "coll"
+    real = Collection._ingest
+
+    def flaky(self, path, kind):
+        if path.stem == "beta":
+            raise MemoryError()
+        return real(self, path, kind)
+
+    monkeypatch.setattr(Collection, "_ingest", flaky)
+    rep = Collection(db).add([files / "sheets"], progress=False)
+    assert [Path(p).stem for p, _ in rep.failed] == ["beta"]
+    assert "out of memory" in rep.failed[0][1] and rep.failed[0][1].startswith(str(files / "sheets" / "beta.pdf"))
+    assert len(rep.added) == 3
+    c = Collection(db)
+    ix, items, owner, starts = c.search_index("sheet")
+    assert ix.ntotal == starts[-1] == sum(i.n for i in c.items()) and len(items) == 3
+    assert not list((db / "items").glob(".*"))  # nothing half-written left behind
+    monkeypatch.setattr(Collection, "_ingest", real)
+    rep = Collection(db).add([files / "sheets"], progress=False)  # the retry adds it
+    assert [i.name for i in rep.added] == ["beta"] and len(rep.present) == 3
