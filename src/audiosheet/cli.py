@@ -206,6 +206,8 @@ def _index_add(a) -> int:
         print(f"added   {item.describe()}")
     for path, item in rep.present:
         print(f"present {path} (item {item.id}, {item.name})")
+    for _, reason in getattr(rep, "skipped", []):
+        print(f"skipped {reason}", file=sys.stderr)
     for _, reason in rep.failed:
         print(f"FAILED  {reason}", file=sys.stderr)
     print(f"{a.db}: {rep.summary()}; {len(coll)} item(s) in the collection")

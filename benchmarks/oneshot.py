@@ -1,0 +1,73 @@
+"""Speed of one-shot use: ``audiosheet identify`` as a fresh process, and warm queries.
+
+    python benchmarks/oneshot.py --db COLLECTION --queries FILE [FILE ...] [--seconds 30]
+        [--runs 10] [--json OUT]
+
+Fresh: wall time of ``audiosheet identify --db DB QUERY --end SECONDS --json`` run as a new
+process (interpreter start, imports, model and index load, the query), median and p90 over
+--runs runs cycling through the queries. Warm: the same queries in one process after one
+warm-up query (``Collection.identify``), median and p90. Also printed: the collection's pages,
+items and vectors, and whether queries ran through the ONNX export (no torch import).
+Figures only (issue 14 targets: fresh ≤ 1.0 s, warm ≤ 0.3 s median on a 300-page collection).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--queries", nargs="+", required=True)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    from audiosheet import Collection
+
+    exe = Path(sys.executable).with_name("audiosheet")
+    fresh = []
+    for k in range(a.runs):
+        q = a.queries[k % len(a.queries)]
+        t = time.perf_counter()
+        out = subprocess.run([str(exe), "identify", "--db", a.db, q, "--end", str(a.seconds), "--json"],
+                             capture_output=True, text=True)
+        fresh.append(time.perf_counter() - t)
+        if out.returncode:
+            sys.exit(f"identify failed: {out.stderr.strip()}")
+    coll = Collection(a.db, create=False)
+    items = coll.items("sheet")
+    pages = sum(int(i.info.get("pages", 0)) for i in items)
+    t = time.perf_counter()
+    coll.identify(a.queries[0], end=a.seconds)
+    first = time.perf_counter() - t
+    warm = []
+    for k in range(a.runs):
+        t = time.perf_counter()
+        coll.identify(a.queries[k % len(a.queries)], end=a.seconds)
+        warm.append(time.perf_counter() - t)
+    onnx = type(coll.query_embedder).__name__ == "OnnxEmbedder"
+    res = {"pages": pages, "sheet_items": len(items), "vectors": sum(i.n for i in items),
+           "query_seconds": a.seconds, "onnx": onnx,
+           "fresh_median_s": statistics.median(fresh), "fresh_p90_s": sorted(fresh)[int(0.9 * (len(fresh) - 1))],
+           "warm_first_s": first, "warm_median_s": statistics.median(warm),
+           "warm_p90_s": sorted(warm)[int(0.9 * (len(warm) - 1))]}
+    print(f"{a.db}: {pages} pages, {len(items)} scores, {res['vectors']} vectors; queries through "
+          f"{'ONNX Runtime' if onnx else 'torch'}")
+    print(f"fresh process: median {res['fresh_median_s']:.2f} s, p90 {res['fresh_p90_s']:.2f} s ({a.runs} runs)")
+    print(f"warm:          median {res['warm_median_s']:.3f} s, p90 {res['warm_p90_s']:.3f} s "
+          f"(first query in the process {first:.2f} s)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
