@@ -356,7 +356,7 @@ def _sized(im) -> np.ndarray:
     elif m == 1 and 0 < d < LOW_SPACE:
         up = int(np.ceil(LOW_SPACE / d))
         if w * h * up * up <= MAX_PIXELS:
-            im = im.resize((w * up, h * up), Image.Resampling.BICUBIC)
+            im = im.resize((w * up, h * up), Image.Resampling.NEAREST)  # lines stay lines
     return np.asarray(im)
 
 
@@ -674,7 +674,7 @@ class _Found:
                      - np.interp(self.at, np.arange(len(self.top)), self.top))
 
 
-def _find_staves(dark: np.ndarray, d: float) -> list[_Found]:
+def _find_staves(dark: np.ndarray, d: float, stats: dict | None = None) -> list[_Found]:
     """Staves of a deskewed darkness image with line distance ``d``.
 
     Five-line combs are found in narrow vertical slices and linked across them; each staff is then
@@ -687,7 +687,10 @@ def _find_staves(dark: np.ndarray, d: float) -> list[_Found]:
     r = max(1, int(d / 3))
     cols = np.arange(w)
     staves = []
-    for chain in _chains(_slice_peaks(lines, d, edges), d):
+    chains = _chains(_slice_peaks(lines, d, edges), d)
+    if stats is not None:  # five-line combs that run across a third of the page at least
+        stats["combs"] = sum(len(c) >= max(3, 0.3 * (len(edges) - 1)) for c in chains)
+    for chain in chains:
         xs = np.array([(edges[s] + edges[s + 1]) / 2.0 for s, _, _ in chain])
         ys = np.array([y + 0.5 for _, y, _ in chain])
         support = sum(sc for _, _, sc in chain)
@@ -862,7 +865,8 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
         dark = skewed
         if abs(np.deg2rad(angle)) * dark.shape[1] > 0.5:  # more than half a pixel of drift
             dark = rotate_page((dark * 255).astype(np.uint8), angle, fill=0).astype(np.float32) / 255
-        found = _find_staves(dark, d)
+        stats: dict = {}
+        found = _find_staves(dark, d, stats)
         # staves still sloping all alike: the profile was led astray (beams, faint lines); redo
         slopes = [_slope(f) for f in found if f.x1 - f.x0 > 30 * d]
         residual = float(np.rad2deg(np.arctan(np.median(slopes)))) if slopes else 0.0
@@ -870,6 +874,8 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
             break
         angle += residual
     if not found:
+        if stats.get("combs"):  # staff lines are there, but too faint or broken to follow
+            raise PageError(path, BROKEN_BILEVEL if _bilevel(page) else BROKEN, index)
         raise PageError(path, "no staves found (not sheet music?)", index)
     staves = []
     for f in found:
@@ -904,9 +910,18 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
 # Thresholds measured on 60 real scans (benchmarks/page_ingestion.py --rotations): handedness was
 # 2.6 … 19 upright and -5.5 … -24 upside down; staff-line steps across rows / down columns at most
 # 0.30 upright and at least 3.3 turned by 90° (150 scans).
+BROKEN_BILEVEL = ("staff lines too faint or broken (bilevel scan?); scan it in grayscale, or at "
+                  "a higher resolution")
+BROKEN = "staff lines too faint or broken; scan it with more contrast, or at a higher resolution"
 UPSIDE_DOWN = 1.0  # handedness below minus this: the page is upside down
 SURE_WAY = 1.0  # a page turned by 90°: handedness beyond ± this says which way
 SIDEWAYS = 2.0  # staff-line steps across rows over those down columns: lines run up and down
+
+
+def _bilevel(page: np.ndarray) -> bool:
+    """Is the page black and white only (a bilevel scan, perhaps reduced by up to 4 × 4 blocks
+    as it was read, which leaves at most 17 grey levels)?"""
+    return len(np.unique(page[::7, ::7])) <= 17
 
 
 def _sideways(page: np.ndarray, paper: float, ink: float, col_steps: float) -> bool:
