@@ -174,6 +174,14 @@ def seed_of(*parts) -> int:
 # sheets
 
 
+def _tmp_for(path: Path) -> Path:
+    """Where a file is written before it is moved into place: OUT/work/tmp, so that an interrupted
+    run leaves nothing half-written among the sheets or queries."""
+    tmp = path.parent.parent / "work" / "tmp" / path.name
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
 def _page_number(p: Path) -> int:
     return int(re.search(r"(\d+)$", p.stem).group(1))
 
@@ -194,7 +202,7 @@ def make_sheet(work_dir: Path, out_dir: Path, force: bool) -> tuple[Path, int, s
                 src = pdfium.PdfDocument(str(p))
                 doc.import_pages(src)
                 src.close()
-            tmp = out.with_suffix(".part")
+            tmp = _tmp_for(out)
             doc.save(str(tmp))
             doc.close()
             tmp.replace(out)
@@ -208,7 +216,7 @@ def make_sheet(work_dir: Path, out_dir: Path, force: bool) -> tuple[Path, int, s
            "/".join(sorted({p.suffix.lower().lstrip('.') for p in pages})))
     if force or not out.exists():
         frames = ims if bitonal else [im.convert("L") for im in ims]
-        tmp = out.with_suffix(".part.tif")
+        tmp = _tmp_for(out)
         frames[0].save(tmp, save_all=True, append_images=frames[1:],
                        compression="group4" if bitonal else "tiff_adobe_deflate")
         tmp.replace(out)
@@ -578,7 +586,7 @@ def encode(x: np.ndarray, path: Path, fmt, rng, s: dict) -> None:
     if sub == "OPUS":  # libsndfile drops the last frame of Opus: pad a little
         x = np.concatenate([x, np.zeros((int(0.2 * rate), x.shape[1]), x.dtype)])
     x = np.clip(x, -1, 1).astype(np.float32)
-    tmp = path.with_name(path.stem + ".part" + suffix)
+    tmp = _tmp_for(path)
     kw = {"compression_level": comp} if comp is not None else {}
     if f == "MP3":
         kw["bitrate_mode"] = "CONSTANT"
