@@ -896,6 +896,9 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
         if orient == "check" and hand < -UPSIDE_DOWN:
             raise PageRotated(path, "page appears rotated (upside down); turn it upright and try "
                                     "again", index, turns=2)
+        if orient == "check" and hand < -DOUBT:
+            raise PageRotated(path, "page appears rotated (upside down?); turn it upright and try "
+                                    "again", index, turns=0)
         if orient == "either" and hand < SURE_WAY:
             raise PageRotated(path, "page appears rotated (staff lines run up and down); turn it "
                                     "upright and try again", index,
@@ -907,13 +910,16 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
     return PageLayout(page_no, w, h, angle, space, t_full, staves, systems)
 
 
-# Thresholds measured on 60 real scans (benchmarks/page_ingestion.py --rotations): handedness was
-# 2.6 … 19 upright and -5.5 … -24 upside down; staff-line steps across rows / down columns at most
-# 0.30 upright and at least 3.3 turned by 90° (150 scans).
+# Thresholds measured on real scans (../shared/data/real_scans): handedness was at least 3.1
+# upright and at most -3.1 upside down on 50 pages, but for one page cropped at its staves' right
+# ends (no room beside its systems: 0.1 upright, 1.2 upside down); staff-line steps across rows /
+# down columns were at most 0.30 upright and at least 3.3 turned by 90° (150 pages).
+# benchmarks/page_ingestion.py --rotations counts the outcomes.
 BROKEN_BILEVEL = ("staff lines too faint or broken (bilevel scan?); scan it in grayscale, or at "
                   "a higher resolution")
 BROKEN = "staff lines too faint or broken; scan it with more contrast, or at a higher resolution"
 UPSIDE_DOWN = 1.0  # handedness below minus this: the page is upside down
+DOUBT = 0.3  # handedness between minus UPSIDE_DOWN and minus this: perhaps upside down (an error)
 SURE_WAY = 1.0  # a page turned by 90°: handedness beyond ± this says which way
 SIDEWAYS = 2.0  # staff-line steps across rows over those down columns: lines run up and down
 
@@ -957,7 +963,11 @@ def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float
             a, b = int(max(a, 0)), int(min(b, w))
             return float(dark[r0:r1, a:b].mean()) if b > a and r1 > r0 else 0.0
 
-        outside = mean(x0 - 2.5 * d, x0 - 0.3 * d) - mean(x1 + 0.3 * d, x1 + 2.5 * d)
+        # beside the system: only where both sides lie inside the page, clear of its edges
+        # (a page cropped close to its staves may show the scanner's dark border there)
+        outside = 0.0
+        if x0 - 3.5 * d >= 0 and x1 + 3.5 * d <= w:
+            outside = mean(x0 - 2.5 * d, x0 - 0.3 * d) - mean(x1 + 0.3 * d, x1 + 2.5 * d)
         inside = 0.0
         for s in sts:
             t, b = s.height(0, (x0 + x1) / 2), s.height(4, (x0 + x1) / 2)
@@ -976,6 +986,8 @@ def _upright(page: np.ndarray, index: int | None = None, path: str | Path = "pag
     try:
         return page, analyse_page(page, index, path)
     except PageRotated as exc:
+        if exc.turns not in (1, 2):  # rotated, but which way is not clear
+            raise
         turns = exc.turns
     if turns == 1:  # staff lines up and down: turned by 90° or 270°
         side = np.ascontiguousarray(np.rot90(page, 1))
