@@ -304,3 +304,60 @@ def test_broken_staff_lines_of_a_bilevel_scan_are_named(tmp_path):
     assert str(err.value) == (f"{tif}: no staves found on any of its 2 pages; pages 1, 2: staff "
                               "lines too faint or broken (bilevel scan?); scan it in grayscale, "
                               "or at a higher resolution")
+
+
+def vector_pdf(path, unit=1.0, space_pt=7.0, layout=(2, 2, 2), size=(595, 842)):
+    """A one-page vector PDF (pypdfium2's raw PDFium calls): staves of stroked lines, barlines and
+    a bracket per system, all ``unit`` × larger (page size too). Returns the true (x0, x1, y0, y1)
+    of every system in points from the page's top left."""
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    doc = pdfium.PdfDocument.new()
+    w, h = size[0] * unit, size[1] * unit
+    page = doc.new_page(w, h)
+    sp = space_pt * unit
+
+    def line(x0, y0, x1, y1, width):
+        obj = pdfium_c.FPDFPageObj_CreateNewPath(x0, y0)
+        pdfium_c.FPDFPath_LineTo(obj, x1, y1)
+        pdfium_c.FPDFPageObj_SetStrokeColor(obj, 0, 0, 0, 255)
+        pdfium_c.FPDFPageObj_SetStrokeWidth(obj, ctypes.c_float(width))
+        pdfium_c.FPDFPath_SetDrawMode(obj, pdfium_c.FPDF_FILLMODE_NONE, True)
+        pdfium_c.FPDFPage_InsertObject(page.raw, obj)
+
+    y, truth = h - 80 * unit, []
+    left, right = 60 * unit, w - 40 * unit
+    for n in layout:
+        tops = [y - i * 10 * sp for i in range(n)]
+        for t in tops:
+            for k in range(5):
+                line(left, t - k * sp, right, t - k * sp, 0.12 * sp)
+        bottom = tops[-1] - 4 * sp
+        for x in (left, (left + right) / 2, right):
+            line(x, tops[0], x, bottom, 0.15 * sp)
+        line(left - 8 * unit, tops[0], left - 8 * unit, bottom, 0.6 * sp)  # a bracket
+        truth.append((left, right, h - tops[0], h - bottom))
+        y = bottom - 8 * sp
+    pdfium_c.FPDFPage_GenerateContent(page.raw)
+    doc.save(str(path))
+    doc.close()
+    return truth
+
+
+@pytest.mark.parametrize("unit", [1.0, 100.0])  # an A4 page, and one with an absurd MediaBox
+def test_vector_pdf_page_is_rendered_at_the_models_staff_space(tmp_path, unit):
+    pdf = tmp_path / "vector.pdf"
+    truth = vector_pdf(pdf, unit)
+    ing = ingest_sheet(pdf)
+    lay = ing.layouts[0]
+    assert abs(lay.staff_space / P.PDF_SPACE - 1) < 0.05
+    px = lay.staff_space / (7.0 * unit)  # px per point, as rendered
+    assert abs(lay.width - 595 * unit * px) <= 2 and abs(lay.height - 842 * unit * px) <= 2
+    assert [len(s.staves) for s in lay.systems] == [2, 2, 2]
+    assert all(iou(b, t) > 0.9 for b, t in zip(boxes(lay, 1 / px), truth))
+    if unit == 1.0:  # a resolution asked for is kept
+        h, w = load_pages(pdf, dpi=150)[0].shape
+        assert abs(h - 842 * 150 / 72) <= 1 and abs(w - 595 * 150 / 72) <= 1  # pdfium rounds up
