@@ -222,9 +222,10 @@ def _render_pdf_page(page, dpi: float | None) -> np.ndarray:
     return _render(page, min(first * PDF_SPACE / d, budget))
 
 
-def _pillow_limit():
-    """Pillow's decompression-bomb check lifted to HARD_PIXELS while a file is opened or decoded
-    (we size pages ourselves; larger images are refused by us with a clear message)."""
+def _pillow_limit(limit: float | None = -1):
+    """Pillow's decompression-bomb check lifted to HARD_PIXELS (or ``limit``; None: no check)
+    while a file is opened or decoded (we size pages ourselves; larger images are refused by us
+    with a clear message)."""
     import contextlib
     import warnings
 
@@ -233,7 +234,7 @@ def _pillow_limit():
     @contextlib.contextmanager
     def lifted():
         old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = int(HARD_PIXELS)
+        Image.MAX_IMAGE_PIXELS = int(HARD_PIXELS) if limit == -1 else limit
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -259,11 +260,11 @@ def _image_pages(path: Path) -> Iterator[np.ndarray]:
     except UnidentifiedImageError:
         raise PageError(path, "not an image or PDF") from None
     except Image.DecompressionBombError:
-        with open(path, "rb") as f:  # the size only: Pillow refuses to open it at all
-            try:
-                w, h = Image.open(f, formats=None).size
-            except Exception:  # noqa: BLE001
-                w = h = 0
+        try:  # its size only (the header): Pillow refused to open it at all
+            with _pillow_limit(None), Image.open(path) as big:
+                w, h = big.size
+        except Exception:  # noqa: BLE001 -- then no size in the message
+            w = h = 0
         raise (_too_large(path, w, h) if w else PageError(path, "image too large")) from None
     except (OSError, ValueError) as exc:
         raise PageError(path, f"unreadable image ({_one_line(exc)})") from None
@@ -940,7 +941,8 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
 
 # Thresholds measured on real scans (../shared/data/real_scans, 70 pages: 50 drawn across works
 # and 20 of two editions cropped close to the staves): handedness was 0 (no system with room on
-# both sides: 14 pages) or at least 1.9 upright, and at most 0.16 upside down; staff-line steps
+# both sides: 13 pages) or at least 1.9 upright, and at most 0.16 upside down (with 2.5 staff
+# spaces of room instead of 3, an upright page scored -1.0); staff-line steps
 # across rows / down columns were at most 0.30 upright and at least 3.3 turned by 90° (150 pages).
 # benchmarks/page_ingestion.py --rotations counts the outcomes.
 BROKEN_BILEVEL = ("staff lines too faint or broken (bilevel scan?); scan it in grayscale, or at "
@@ -974,7 +976,7 @@ def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float
     """Evidence that a page is upright rather than upside down (> 0 upright, < 0 upside down, 0
     when it cannot be told): music is written left to right, so a brace, a bracket or a system
     barline stands left of every system and little ink beyond its right end. Per system with room
-    on both sides (3.5 staff spaces to the page's edges: a page cropped close to its staves may
+    on both sides (3 staff spaces to the page's edges: a page cropped close to its staves may
     show the scanner's dark border, or the ends of staff lines, there), the mean darkness from
     2.5 to 0.3 staff spaces left of its staff lines minus the same right of them, times 10,
     summed over the systems (the more systems, the surer).
@@ -986,7 +988,7 @@ def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float
     for g in groups:
         sts = [found[i] for i in g]
         x0, x1 = min(s.x0 for s in sts), max(s.x1 for s in sts)
-        if x1 - x0 < 20 * d or x0 - 3.5 * d < 0 or x1 + 3.5 * d > w:
+        if x1 - x0 < 20 * d or x0 - 3 * d < 0 or x1 + 3 * d > w:
             continue
         top, bottom = sts[0].height(0, (x0 + x1) / 2), sts[-1].height(4, (x0 + x1) / 2)
         r0, r1 = int(max(top - 0.5 * d, 0)), int(min(bottom + 0.5 * d, h))
