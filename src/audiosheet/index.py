@@ -416,7 +416,10 @@ class Collection:
         ing = ingest_audio(path, context=emb.config.context, hop=self.settings["audio_hop"])
         e = emb.audio(ing.snippets)
         info = {"seconds": round(ing.seconds, 3), "sample_rate": ing.sample_rate,
-                "channels": ing.channels}
+                "channels": ing.channels, **{k: v for k, v in getattr(ing, "info", {}).items()
+                                             if k in ("level_dbfs", "gain_db", "decoder")}}
+        if getattr(ing, "warnings", None):
+            info["warnings"] = list(ing.warnings)
         return (dict(emb=e.astype(np.float16), frame=ing.centres, fps=np.float32(ing.fps),
                      spec=ing.spec.astype(np.float16)), info, len(e))
 
