@@ -193,10 +193,19 @@ def _truth(boxes, w, h, y_by):
     return [(b["start"][0] * w, b["end"][0] * w, b["start"][1] * yk, b["end"][1] * yk) for b in boxes]
 
 
-def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None = None) -> dict:
-    """The whole ingestion of each sampled file: CPU seconds of reading and of the rest."""
+def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None = None,
+                    embed: str | None = None) -> dict:
+    """The whole ingestion of each sampled file: CPU seconds of reading and of the rest; with
+    ``embed`` (a MODEL name) also the CPU seconds of embedding its sheet snippets, apart."""
     from audiosheet.pages import ingest_sheet, iter_pages
 
+    embedder = None
+    if embed:
+        from audiosheet.embed import Embedder
+
+        embedder = Embedder(embed)
+        embedder.sheet(np.zeros((32, 80, 100), np.float32))  # trace once, outside the timing
+    embed_s, n_snippets = [], []
     from PIL import Image
 
     rows, seconds, load_s, per_page, big = [], [], [], [], []
@@ -216,6 +225,11 @@ def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None 
         seconds.append(time.process_time() - t0)
         if mpx >= 30:  # 600 dpi
             big.append(seconds[-1])
+        if embedder is not None and not isinstance(lay, Exception):
+            t0 = time.process_time()
+            embedder.sheet(ing.snippets)
+            embed_s.append(time.process_time() - t0)
+            n_snippets.append(len(ing.snippets))
         w, h = (lay.width, lay.height) if not isinstance(lay, Exception) else (1, 1)
         r = score_page(_truth(boxes, w, h, y_by), lay)
         r["error"] = str(lay) if isinstance(lay, Exception) else None
@@ -233,6 +247,10 @@ def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None 
         "read_s_per_page": round(float(np.mean(load_s)), 3),
         "pages_600dpi": len(big), "ingest_pages_per_s_600dpi": round(len(big) / max(sum(big), 1e-9), 2)})
     out["ingest_pages_per_s"] = out.pop("pages_per_s")
+    if embed_s:
+        out["embed_model"] = embed
+        out["embed_s_per_page"] = round(float(np.mean(embed_s)), 3)
+        out["snippets_per_page"] = round(float(np.mean(n_snippets)), 1)
     return out
 
 
@@ -283,6 +301,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rotations", action="store_true",
                     help="real scans: turn pages by 90/180/270° and count how they are read")
     ap.add_argument("--save", type=Path, help="--ingest: write per-page results (JSON) here")
+    ap.add_argument("--embed", metavar="MODEL",
+                    help="--ingest: also time embedding the sheet snippets with this model")
     args = ap.parse_args(argv)
     if not args.corpus and not args.real:
         ap.error("give --corpus and/or --real")
@@ -290,7 +310,8 @@ def main(argv=None) -> int:
     if args.corpus:
         print(json.dumps(run_corpus(args.corpus, args.limit, args.degrade, args.seed, args.scale)))
     if args.real and args.ingest:
-        print(json.dumps(run_real_ingest(args.real, args.pages, args.seed, args.y_by, args.save)))
+        print(json.dumps(run_real_ingest(args.real, args.pages, args.seed, args.y_by, args.save,
+                                                    args.embed)))
     elif args.real and args.rotations:
         print(json.dumps(run_rotations(args.real, args.pages, args.seed)))
     elif args.real:
