@@ -338,21 +338,24 @@ def _line_distance(page) -> float:
     """Staff space of a page (px; 0 if it shows no staff lines), whichever way its lines run: a
     numpy array, or a Pillow "L" image (its 4-column and 4-row bands are taken by Pillow,
     without an array of the whole page)."""
+    def middle(bands):  # up to 300 of them, across the middle 80 %
+        n = bands.shape[1]
+        return bands[:, np.linspace(0.1 * n, 0.9 * n - 1, min(300, n)).astype(int)]
+
     if isinstance(page, np.ndarray):
         if min(page.shape) < 8:
             return 0.0
         cols, rows = _page_bands(page)
     else:
-        w, h = page.size
-        if min(w, h) < 8:
+        if min(page.size) < 8:
             return 0.0
-        cols = np.asarray(page.reduce((4, 1)), np.float32)  # (h, w // 4) means of 4 columns
-        rows = np.asarray(page.reduce((1, 4)), np.float32).T  # (w, h // 4) means of 4 rows
-        cols = cols[:, np.linspace(0.1 * cols.shape[1], 0.9 * cols.shape[1] - 1,
-                                   min(300, cols.shape[1])).astype(int)]
-        rows = rows[:, np.linspace(0.1 * rows.shape[1], 0.9 * rows.shape[1] - 1,
-                                   min(300, rows.shape[1])).astype(int)]
+        cols = middle(np.asarray(page.reduce((4, 1)), np.float32))  # means of 4 columns
+        rows = None
     dc, _, sc = _band_runs(cols)
+    if sc >= SURE_STEPS:  # plenty of staff lines across: they run left to right
+        return dc
+    if rows is None:
+        rows = middle(np.asarray(page.reduce((1, 4)), np.float32).T)  # means of 4 rows
     dr, _, sr = _band_runs(rows)
     return dr if sr > sc else dc
 
@@ -952,6 +955,8 @@ UPSIDE_DOWN = 1.0  # handedness below minus this: the page is upside down
 DOUBT = 0.3  # handedness between minus UPSIDE_DOWN and minus this: perhaps upside down (an error)
 SURE_WAY = 1.0  # a page turned by 90°: handedness beyond ± this says which way
 SIDEWAYS = 2.0  # staff-line steps across rows over those down columns: lines run up and down
+SURE_STEPS = 8.0  # staff-line steps per 4-column band that leave no doubt the lines run across
+#                   (150 real scans as read: at least 22.7 upright, at most 3.0 turned by 90°)
 
 
 def _bilevel(page: np.ndarray) -> bool:
