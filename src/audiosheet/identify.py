@@ -37,7 +37,8 @@ SHORTLIST = 10  # candidates re-ranked by dtw
 SHORTLISTS = ("votes", "rate")  # dtw shortlist: raw votes (before issue 14) or votes per √(snippets)
 RANKINGS = ("cost", "margin")  # dtw ranking: raw mean cosine (before) or margin over the reversed query
 SHORTLIST_BY, RANK_BY = "rate", "margin"  # chosen on the development sets (docs/identify.md)
-CONFIDENCE = (-4.0, 40.0, 20.0)  # confidence(): intercept, margin, gap; fitted on development data
+CONFIDENCE = (-2.74, 7.8, 7.25)  # confidence(): intercept, margin, gap; logistic fit on the generated
+# development folder (benchmarks/generated_dev.py + calibrate.py --fit: 45 known, 42 open-set queries)
 CONFIDENT = 0.5  # a top result below this confidence is reported as "no confident match"
 SEGMENT_S = 30.0  # long recording queries are identified in segments of this length (seconds)
 SHEET_SECONDS = 0.35  # music seconds per indexed sheet snippet: median over 183 generated pieces
