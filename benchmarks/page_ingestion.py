@@ -168,7 +168,7 @@ def run_real(root: Path, n: int, seed: int, y_by: str) -> dict:
     rows, seconds, load_s = [], [], []
     for work, p, f, boxes in real_pages(root, n, seed):
         t0 = time.perf_counter()
-        page = load_pages(f)[0]
+        page = load_pages(f, upright=False)[0]
         load_s.append(time.perf_counter() - t0)
         h, w = page.shape
         yk = w if y_by == "width" else h
@@ -262,7 +262,7 @@ def run_rotations(root: Path, n: int, seed: int) -> dict:
               for k in (1, 2, 3)}
     upright_ok, upright_n = 0, 0
     for work, p, f, boxes in real_pages(root, n, seed):
-        page = load_pages(f)[0]
+        page = load_pages(f, upright=False)[0]  # as scanned: the turns are ours to count
         for k in (0, 1, 2, 3):
             try:
                 lay = read_systems([np.ascontiguousarray(np.rot90(page, k))], f)[0][0]

@@ -44,8 +44,12 @@ def draw_systems(layout=LAYOUT, space=SPACE, size=(827, 1169), left=LEFT, right=
         for x in (left, (2 * left + right) // 3, (left + 2 * right) // 3, right - 1):
             d.line([(x, tops[0]), (x, bottom)], fill=0)  # barlines through the whole system
         d.rectangle([right - 1 - space // 2, tops[0], right - 1, bottom], fill=0)  # final bar
-        if n > 1:  # a brace
-            d.rectangle([left - space - space // 2, tops[0], left - space, bottom], fill=0)
+        if n > 1:  # a brace: "{", its tip half-way down, its arms thickest half-way along
+            for yy in range(tops[0], bottom + 1):
+                u = abs(2 * (yy - tops[0]) / (bottom - tops[0]) - 1)  # 0 at the tip, 1 at the ends
+                xc = left - 0.7 * space - 0.9 * space * (1 - u) ** 3
+                half = 0.1 * space + 0.25 * space * np.sin(np.pi * u)
+                d.line([(round(xc - half), yy), (round(xc + half), yy)], fill=0)
         truth.append((left, right, tops[0] + 0.5, bottom + 0.5))
         y = bottom + 10 * space
     return np.asarray(im), truth

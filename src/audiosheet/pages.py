@@ -999,10 +999,28 @@ def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float
         r0, r1 = int(max(top - 0.5 * d, 0)), int(min(bottom + 0.5 * d, h))
         if r1 <= r0:
             continue
+        # past the barlines at either end (a system barline, a final or repeat bar: dark over
+        # the whole system, where a brace's curve is not)
+        t, b = int(max(top, 0)), int(min(bottom + 1, h))
+        x0 = _past_bars(dark, t, b, int(x0) - 1, -1, d) + 1
+        x1 = _past_bars(dark, t, b, int(x1), 1, d)
+        if x0 - 2.5 * d < 0 or x1 + 2.5 * d > w:
+            continue
         left = dark[r0:r1, int(x0 - 2.5 * d):int(x0 - 0.3 * d)]
         right = dark[r0:r1, int(x1 + 0.3 * d):int(x1 + 2.5 * d)]
         total += float(left.mean()) - float(right.mean())
     return 10 * total
+
+
+def _past_bars(dark: np.ndarray, top: int, bottom: int, start: int, step: int, d: float) -> int:
+    """The first column beyond the last barline within 2 staff spaces of ``start`` going ``step``
+    (a column dark over 85 % of rows top..bottom), or ``start`` if there is none."""
+    cols = start + step * np.arange(int(2 * d))
+    cols = cols[(cols >= 0) & (cols < dark.shape[1])]
+    if not len(cols) or bottom <= top:
+        return start
+    bar = (dark[top:bottom, cols] > 0.5).mean(axis=0) >= 0.85
+    return int(cols[np.flatnonzero(bar)[-1]] + step) if bar.any() else start
 
 
 def _upright(page: np.ndarray, index: int | None = None, path: str | Path = "page"
