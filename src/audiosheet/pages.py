@@ -942,15 +942,11 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
     return PageLayout(page_no, w, h, angle, space, t_full, staves, systems)
 
 
-# Thresholds measured on real scans (../shared/data/real_scans, 70 pages: 50 drawn across works
-# and 20 of two editions cropped close to the staves): handedness was 0 (no system with room on
-# both sides: 13 pages) or at least 1.9 upright, and at most 0.16 upside down (with 2.5 staff
-# spaces of room instead of 3, an upright page scored -1.0); staff-line steps
-# across rows / down columns were at most 0.30 upright and at least 3.3 turned by 90° (150 pages).
-# benchmarks/page_ingestion.py --rotations counts the outcomes.
-BROKEN_BILEVEL = ("staff lines too faint or broken (bilevel scan?); scan it in grayscale, or at "
-                  "a higher resolution")
-BROKEN = "staff lines too faint or broken; scan it with more contrast, or at a higher resolution"
+# Thresholds measured on real scans (../shared/data/real_scans; 171 pages: 150 drawn across the
+# works, 21 of an edition cropped close to its staves): handedness was 0 on 24 pages (no system with
+# room beside it: they are read as they are) and otherwise at least 1.33 upright and at most -1.01
+# upside down; staff-line steps across rows / down columns were at most 0.07 upright and at least
+# 3.3 turned by 90° (150 pages). benchmarks/page_ingestion.py --rotations counts the outcomes.
 UPSIDE_DOWN = 1.0  # handedness below minus this: the page is upside down
 DOUBT = 0.3  # handedness between minus UPSIDE_DOWN and minus this: perhaps upside down (an error)
 SURE_WAY = 1.0  # a page turned by 90°: handedness beyond ± this says which way
