@@ -947,6 +947,9 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
 # room beside it: they are read as they are) and otherwise at least 1.33 upright and at most -1.01
 # upside down; staff-line steps across rows / down columns were at most 0.07 upright and at least
 # 3.3 turned by 90° (150 pages). benchmarks/page_ingestion.py --rotations counts the outcomes.
+BROKEN_BILEVEL = ("staff lines too faint or broken (bilevel scan?); scan it in grayscale, or at "
+                  "a higher resolution")
+BROKEN = "staff lines too faint or broken; scan it with more contrast, or at a higher resolution"
 UPSIDE_DOWN = 1.0  # handedness below minus this: the page is upside down
 DOUBT = 0.3  # handedness between minus UPSIDE_DOWN and minus this: perhaps upside down (an error)
 SURE_WAY = 1.0  # a page turned by 90°: handedness beyond ± this says which way
