@@ -124,3 +124,17 @@ def test_memory_error_in_one_file_is_that_files_failure(files, tmp_path, monkeyp
     monkeypatch.setattr(Collection, "_ingest", real)
     rep = Collection(db).add([files / "sheets"], progress=False)  # the retry adds it
     assert [i.name for i in rep.added] == ["beta"] and len(rep.present) == 3
+
+
+def test_batched_backgrounds_equal_one_by_one_with_short_references():
+    from audiosheet.matching import reversed_background_many
+
+    rng = np.random.default_rng(2)
+    q = _unit(rng, 40)
+    refs = [_unit(rng, 300), _unit(rng, 9), _unit(rng, 80)]  # 9 columns hold 36 < 40 rows: no path
+    many = reversed_background_many(q, refs)
+    for row, ref in zip(many, refs):
+        one = reversed_background(q, ref)
+        assert row[0] == pytest.approx(one[0]) and row[1] == pytest.approx(one[1])
+        assert 0 <= row[2] <= row[3] <= len(ref) - 1
+    assert many[1, 0] == float("inf")

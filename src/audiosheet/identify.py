@@ -29,11 +29,11 @@ import numpy as np
 
 from .index import AUDIO_HOP, SHEET_HOP, Collection, CollectionError, file_kind
 from .matching import (MAX_STAY, MAX_STEP, calibrated_score, confidence, densest_run,  # noqa: F401
-                       reversed_background, subsequence_dtw, vote_rates)
+                       reversed_background_many, subsequence_dtw, vote_rates)
 
 METHODS = ("vote", "dtw", "passage")
 VOTE_SNIPPETS, VOTE_NEIGHBOURS = 100, 25
-SHORTLIST = 10  # candidates re-ranked by dtw
+SHORTLIST = 20  # candidates re-ranked by dtw (10 before issue 14; chosen on the real development set)
 SHORTLISTS = ("votes", "rate")  # dtw shortlist: raw votes (before issue 14) or votes per √(snippets)
 RANKINGS = ("cost", "margin")  # dtw ranking: raw mean cosine (before) or margin over the reversed query
 SHORTLIST_BY, RANK_BY = "rate", "margin"  # chosen on the development sets (docs/identify.md)
@@ -294,7 +294,7 @@ def _rank(q: np.ndarray, coll, ix, items, owner, starts, target: str, method: st
         return results, None, {}
     by = votes.astype(np.float64) if shortlist_by == "votes" else vote_rates(votes, np.diff(starts))
     order = [int(i) for i in np.argsort(-by, kind="stable") if votes[i] > 0][:shortlist]
-    scored = []
+    scored, windows = [], []
     span = MAX_STEP * len(q)  # the most item snippets a path through the query can cover
     for i in order:
         d = coll.data(items[i])
@@ -302,10 +302,12 @@ def _rank(q: np.ndarray, coll, ix, items, owner, starts, target: str, method: st
         if hi > 3 * span:  # a long item: only around where its votes are densest
             a, b = densest_run(rows[owner[rows] == i] - starts[i], span)
             lo, hi = max(a - span, 0), min(b + span + 1, hi)
-        cost, back, j0, j1 = reversed_background(q, d["emb"][lo:hi])
+        windows.append((i, lo, d["emb"][lo:hi], d))
+    aligned = reversed_background_many(q, [w[2] for w in windows])  # one batched DTW for all
+    for (i, lo, _, d), (cost, back, j0, j1) in zip(windows, aligned):
         margin = calibrated_score(cost, back)
         key = margin if rank_by == "margin" else (1.0 - cost if np.isfinite(cost) else float("-inf"))
-        scored.append((key, margin, cost, i, j0 + lo, j1 + lo, d))
+        scored.append((key, margin, cost, i, int(j0) + lo, int(j1) + lo, d))
     scored.sort(key=lambda x: -x[0])
     margins = [x[1] for x in scored]
     for r, (key, margin, cost, i, j0, j1, d) in enumerate(scored[:top]):

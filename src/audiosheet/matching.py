@@ -98,6 +98,24 @@ def reversed_background(q: np.ndarray, ref: np.ndarray, max_step: int = MAX_STEP
     return float(c[0]), float(c[1]), int(j0[0]), int(j1[0])
 
 
+def reversed_background_many(q: np.ndarray, refs: list[np.ndarray], max_step: int = MAX_STEP,
+                             max_stay: int = MAX_STAY) -> np.ndarray:
+    """``reversed_background`` of one query against several references in one batched DTW
+    (references padded to the longest with unreachable columns): float (k, 4) rows of (cost,
+    reversed cost, first column, last column)."""
+    if not refs:
+        return np.zeros((0, 4))
+    n, m = len(q), max(len(r) for r in refs)
+    cost = np.full((2 * len(refs), n, m), np.inf)
+    for k, r in enumerate(refs):
+        sim = q @ r.T
+        cost[2 * k, :, :len(r)] = 1.0 - sim
+        cost[2 * k + 1, :, :len(r)] = 1.0 - sim[::-1]
+    c, j0, j1 = subsequence_dtw_batch(cost, max_step, max_stay)
+    last = np.array([len(r) - 1 for r in refs])
+    return np.column_stack([c[0::2], c[1::2], np.minimum(j0[0::2], last), np.minimum(j1[0::2], last)])
+
+
 def calibrated_score(cost: float, background: float) -> float:
     """The margin by which a query's alignment beats its own time-reversed alignment against the
     same item (cosine units; ≈ 0 for an unrelated item whatever its length, large for the true
@@ -121,4 +139,4 @@ def confidence(margin: float, gap: float, coef: tuple[float, float, float]) -> f
 
 
 __all__ = ["MAX_STEP", "MAX_STAY", "subsequence_dtw", "subsequence_dtw_batch", "densest_run",
-           "vote_rates", "reversed_background", "calibrated_score", "confidence"]
+           "vote_rates", "reversed_background", "reversed_background_many", "calibrated_score", "confidence"]
