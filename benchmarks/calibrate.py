@@ -1,6 +1,6 @@
 """Identification options and the confidence of ``identify``, measured on development folders.
 
-    python benchmarks/calibrate.py FOLDER [FOLDER ...] [--fit FOLDER] [--out DIR] [--db-root DIR]
+    python benchmarks/calibrate.py FOLDER [FOLDER ...] [--fit FOLDER ...] [--only VARIANTS] [--out DIR]
 
 Every FOLDER is in the layout of ``audiosheet evaluate folder`` (sheets/, queries/, labels.tsv).
 For each, the reference ``vote`` and the four ``dtw`` variants — shortlist by raw votes or by
@@ -8,10 +8,11 @@ votes per √(item snippets), rank by the raw mean cosine or by the margin over 
 query — are run (``evaluate_folder``), and a table of top-1, top-5, MRR, shortlist recall, TPR
 and open-set FPR at the confidence threshold is printed.
 
-``--fit FOLDER``: fit the confidence's logistic coefficients (intercept, margin, gap; see
-``matching.confidence``) on that folder's queries with the chosen variant (label: the top result
-is the query's piece; open-set queries are all negatives), print them, and report the other
-folders with them (paste them into ``identify.CONFIDENCE``). JSON of every run goes to --out.
+``--fit FOLDER ...``: fit the confidence's logistic coefficients (intercept, slope of the top
+result's lead z; see ``matching.leads`` and ``matching.confidence``) on those folders' queries
+pooled, with the chosen variant (label: the top result is the query's piece; open-set queries are
+all negatives), print them (paste them into ``identify.CONFIDENCE``) and, for each folder, its TPR
+and FPR under coefficients fitted on the other folders only. JSON of every run goes to --out.
 """
 from __future__ import annotations
 
@@ -35,29 +36,30 @@ VARIANTS = {"vote": ("vote", {}),
 
 
 def features(res: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(margin, gap) of each query's top result and whether it is right."""
+    """The lead z (``matching.leads``) of each query's top result, and whether it is right."""
+    from audiosheet.matching import leads
+
     x, y = [], []
     for r in res["per_query"]:
-        if not r["top"] or r["top"][0]["margin"] is None:
+        m = [v if v is not None else float("-inf") for v in r.get("margins", [])]
+        if not m:
             continue
-        m = r["top"][0]["margin"]
-        m2 = r["top"][1]["margin"] if len(r["top"]) > 1 and r["top"][1]["margin"] is not None else 0.0
-        x.append((m, m - m2))
+        x.append(leads(np.asarray(m))[0])
         y.append(r["piece"] != "-" and r["rank"] == 1)
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float, float, float]:
-    """Logistic regression p = sigmoid(a + b·margin + c·gap), log loss + a small L2 on b, c."""
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
+    """Logistic regression p = sigmoid(a + b·z), log loss + a small L2 on b."""
     from scipy.optimize import minimize
 
-    X = np.column_stack([np.ones(len(x)), x])
+    x = np.where(np.isfinite(x), x, -10.0)
 
     def loss(w):
-        z = X @ w
-        return float(np.mean(np.logaddexp(0, z) - y * z) + l2 * (w[1:] ** 2).sum())
+        z = w[0] + w[1] * x
+        return float(np.mean(np.logaddexp(0, z) - y * z) + l2 * w[1] ** 2)
 
-    w = minimize(loss, np.zeros(3), method="L-BFGS-B").x
+    w = minimize(loss, np.zeros(2), method="L-BFGS-B").x
     return tuple(round(float(v), 2) for v in w)
 
 
@@ -65,13 +67,10 @@ def rates(res: dict, coef) -> dict:
     """TPR (top-1 right and confident) and FPR (open-set confident) under ``coef``."""
     from audiosheet.matching import confidence
 
+    x, _ = features(res)
     tp = fp = pos = neg = 0
-    for r in res["per_query"]:
-        top = r["top"]
-        c = 0.0
-        if top and top[0]["margin"] is not None:
-            m2 = top[1]["margin"] if len(top) > 1 and top[1]["margin"] is not None else float("-inf")
-            c = confidence(top[0]["margin"], top[0]["margin"] - m2, coef)
+    for z, r in zip(x, [r for r in res["per_query"] if r.get("margins")]):
+        c = confidence(z, coef)
         if r["piece"] == "-":
             neg += 1
             fp += c >= ident.CONFIDENT
@@ -84,7 +83,7 @@ def rates(res: dict, coef) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=Path)
-    ap.add_argument("--fit", type=Path, default=None)
+    ap.add_argument("--fit", type=Path, nargs="*", default=None, help="folders to fit the confidence on")
     ap.add_argument("--variant", default="dtw rate/margin")
     ap.add_argument("--out", type=Path, default=Path("calibrate_out"))
     ap.add_argument("--only", default=None, help="comma-separated variant names to run")
@@ -103,10 +102,20 @@ def main() -> None:
                 path.write_text(json.dumps(res, indent=1) + "\n")
             runs[(folder, name)] = res
     coef = ident.CONFIDENCE
-    if a.fit is not None:
-        x, y = features(runs[(a.fit, a.variant)])
+    if a.fit:
+        xs, ys = zip(*(features(runs[(f, a.variant)]) for f in a.fit))
+        x, y = np.concatenate(xs), np.concatenate(ys)
         coef = fit(x, y)
-        print(f"fitted on {a.fit} ({len(y)} queries, {int(y.sum())} right at top-1): CONFIDENCE = {coef}")
+        print(f"fitted on {', '.join(f.name for f in a.fit)} ({len(y)} queries, {int(y.sum())} right at "
+              f"top-1): CONFIDENCE = {coef}")
+        for f in a.fit:  # each set's figures with the coefficients fitted on the others alone
+            rest = [g for g in a.fit if g != f]
+            if rest:
+                xs, ys = zip(*(features(runs[(g, a.variant)]) for g in rest))
+                held = fit(np.concatenate(xs), np.concatenate(ys))
+                r = rates(runs[(f, a.variant)], held)
+                print(f"  {f.name} with coefficients fitted on the others only {held}: "
+                      f"TPR {r['tpr']:.3f}, open-set FPR {r['fpr']:.3f}")
     print(f"\n| folder | method | top-1 | top-5 | MRR | shortlist recall | TPR | open-set FPR | median s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (folder, name), res in runs.items():

@@ -51,9 +51,18 @@ def test_reversed_background_separates_true_piece_from_long_impostor():
 
 def test_vote_rates_and_confidence():
     assert vote_rates(np.array([40, 10]), np.array([1600, 100])).tolist() == [1.0, 1.0]
-    coef = (-4.0, 40.0, 20.0)
-    assert confidence(0.2, 0.2, coef) > 0.99 and confidence(0.0, 0.0, coef) < 0.02
-    assert confidence(float("-inf"), 0.0, coef) == 0.0
+    coef = (-3.0, 2.0)
+    assert confidence(4.0, coef) > 0.99 and confidence(0.0, coef) < 0.05
+    assert confidence(float("-inf"), coef) == 0.0
+    from audiosheet.matching import SPREAD_FLOOR, leads
+
+    z = leads(np.array([0.30, 0.10, 0.08, 0.06, 0.04, float("-inf")]))
+    spread = max(np.std([0.10, 0.08, 0.06, 0.04]), SPREAD_FLOOR)
+    assert z[0] == pytest.approx(0.20 / spread) and z[1] == pytest.approx(-0.20 / spread)
+    assert z[5] == float("-inf") and np.all(np.diff(z) <= 0)
+    # few candidates: compared with typical impostors (0.10), not with nothing
+    assert leads(np.array([0.12]))[0] == pytest.approx((0.12 - 0.10) / SPREAD_FLOOR)
+    assert leads(np.array([0.03, 0.0, -0.01]))[0] < 0  # a weak top of a tiny collection
 
 
 @pytest.fixture(scope="module")

@@ -245,7 +245,7 @@ BAD = {  # file name → (how to make it, words of the one-line reason)
     "blank.png": (lambda p: p.write_bytes(_png(np.full((1100, 800), 250, np.uint8))), "blank page"),
     "photo.png": (lambda p: p.write_bytes(_png((np.random.default_rng(0).random((600, 800)) * 255)
                                                .astype(np.uint8))), "no staves found"),
-    "tiny.png": (lambda p: p.write_bytes(_png(np.zeros((120, 180), np.uint8))), "image too small"),
+    "tiny.png": (lambda p: p.write_bytes(_png(np.zeros((40, 60), np.uint8))), "image too small"),
     "locked.pdf": (lambda p: encrypted_pdf(p), "encrypted PDF"),
     "empty.pdf": (lambda p: _empty_pdf(p), "PDF has no pages"),
 }

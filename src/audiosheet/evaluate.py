@@ -273,13 +273,13 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     for name, piece in tqdm(labels, desc=f"queries ({method})", unit="query", disable=not progress):
         qpath = folder / "queries" / name
         try:
-            res = identify(coll, qpath, method=method, top=top,
+            res = identify(coll, qpath, method=method, top=max(top, 30),  # all margins, for calibration
                            end=query_seconds if query_seconds else None, **options)
         except (ValueError, OSError) as exc:
             failed.append((str(qpath), str(exc)))
             continue
         lat.append(res.latency_s)
-        names = [m.piece for m in res.results]
+        names = [m.piece for m in res.results][:top]
         known = piece != "-"
         if known and piece not in indexed:
             failed.append((str(qpath), f"{qpath}: label '{piece}' names no indexed item"))
@@ -293,6 +293,8 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
                               "margin": None if m.margin is None or not np.isfinite(m.margin) else round(m.margin, 4),
                               "confidence": None if m.confidence is None else round(m.confidence, 4)}
                              for m in res.results[:5]],
+                     "margins": [None if m.margin is None or not np.isfinite(m.margin) else round(m.margin, 4)
+                                 for m in res.results],
                      "warnings": res.query_info.get("warnings", []),
                      "latency_s": round(res.latency_s, 3)})
     pos = [r for r in rows if r["piece"] != "-"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from .index import AUDIO_HOP, SHEET_HOP, Collection, CollectionError, file_kind
 from .matching import (MAX_STAY, MAX_STEP, calibrated_score, confidence, densest_run,  # noqa: F401
-                       reversed_background_many, subsequence_dtw, vote_rates)
+                       leads, reversed_background_many, subsequence_dtw, vote_rates)
 
 METHODS = ("vote", "dtw", "passage")
 VOTE_SNIPPETS, VOTE_NEIGHBOURS = 100, 25
@@ -37,8 +37,8 @@ SHORTLIST = 20  # candidates re-ranked by dtw (10 before issue 14; chosen on the
 SHORTLISTS = ("votes", "rate")  # dtw shortlist: raw votes (before issue 14) or votes per √(snippets)
 RANKINGS = ("cost", "margin")  # dtw ranking: raw mean cosine (before) or margin over the reversed query
 SHORTLIST_BY, RANK_BY = "rate", "margin"  # chosen on the development sets (docs/identify.md)
-CONFIDENCE = (-2.74, 7.8, 7.25)  # confidence(): intercept, margin, gap; logistic fit on the generated
-# development folder (benchmarks/generated_dev.py + calibrate.py --fit: 45 known, 42 open-set queries)
+CONFIDENCE = (-3.02, 1.4)  # confidence(): sigmoid(a + b·lead z); fitted on the development sets
+# (benchmarks/calibrate.py --fit; see docs/identify.md)
 CONFIDENT = 0.5  # a top result below this confidence is reported as "no confident match"
 SEGMENT_S = 30.0  # long recording queries are identified in segments of this length (seconds)
 SHEET_SECONDS = 0.35  # music seconds per indexed sheet snippet: median over 183 generated pieces
@@ -309,10 +309,13 @@ def _rank(q: np.ndarray, coll, ix, items, owner, starts, target: str, method: st
         key = margin if rank_by == "margin" else (1.0 - cost if np.isfinite(cost) else float("-inf"))
         scored.append((key, margin, cost, i, int(j0) + lo, int(j1) + lo, d))
     scored.sort(key=lambda x: -x[0])
-    margins = [x[1] for x in scored]
+    z = leads([x[1] for x in scored]) if rank_by == "margin" else \
+        leads(sorted((x[1] for x in scored), reverse=True))  # ranked by cost: z of the margins
+    if rank_by != "margin":  # give each candidate the lead of its own margin
+        by_margin = sorted(range(len(scored)), key=lambda k: -scored[k][1])
+        z = z[np.argsort(by_margin)]
     for r, (key, margin, cost, i, j0, j1, d) in enumerate(scored[:top]):
-        other = margins[1] if r == 0 and len(margins) > 1 else (margins[0] if r else float("-inf"))
-        conf = confidence(margin, margin - other, CONFIDENCE)
+        conf = confidence(z[r], CONFIDENCE)
         results.append(Match(items[i].name, float(1.0 - cost) if np.isfinite(cost) else 0.0,
                              int(votes[i]), items[i].id, target, items[i].path, locate(d, j0, j1),
                              margin=float(margin), confidence=conf))

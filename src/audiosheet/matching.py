@@ -127,16 +127,47 @@ def calibrated_score(cost: float, background: float) -> float:
     return float(background - cost)
 
 
-def confidence(margin: float, gap: float, coef: tuple[float, float, float]) -> float:
-    """Probability that a top result is right: logistic in its calibrated margin and its lead
-    over the runner-up, ``sigmoid(a + b·margin + c·gap)`` with ``coef`` = (a, b, c) fitted on
-    development queries (see ``identify.CONFIDENCE``)."""
-    if not np.isfinite(margin):
+SPREAD_FLOOR = 0.015  # cosine: least spread assumed for the impostors' margins (few candidates)
+IMPOSTOR_MARGIN = 0.10  # cosine: an impostor's typical margin, standing in for missing candidates
+# (development sets: impostors' margins median ≈ 0.08 on real scans, ≈ 0.15 on engraved pages)
+
+
+def leads(margins: np.ndarray, min_candidates: int = 5) -> np.ndarray:
+    """How far each candidate stands out from the others, in units of the others' spread, for the
+    candidates of one query sorted by margin (descending): the top candidate's
+    z = (its margin − the best other margin) / std(other margins), every other candidate's
+    z = (its margin − the top margin) / the same std (≤ 0). With fewer than ``min_candidates``
+    candidates, typical impostors (``IMPOSTOR_MARGIN``) stand in for the missing ones, so a small
+    collection cannot make a weak top candidate look confident; the spread is at least
+    ``SPREAD_FLOOR``; -inf margins (items too short for the query) give -inf. (Score
+    normalisation against the query's own impostors, as Z-norm / T-norm in speaker verification:
+    Auckenthaler et al., Digital Signal Processing 10, 2000.)"""
+    m = np.asarray(margins, np.float64)
+    z = np.full(len(m), -np.inf)
+    if not len(m) or not np.isfinite(m[0]):
+        return z
+    others = m[1:][np.isfinite(m[1:])]
+    pad = np.full(max(min_candidates - 1 - len(others), 0), IMPOSTOR_MARGIN)
+    others = np.concatenate([others, pad])
+    spread = max(float(others.std()), SPREAD_FLOOR)
+    z[0] = (m[0] - others.max()) / spread
+    finite = np.isfinite(m)
+    finite[0] = False
+    best = max(m[0], IMPOSTOR_MARGIN) if len(pad) else m[0]  # keeps every other z below the top's
+    z[finite] = (m[finite] - best) / spread
+    return z
+
+
+def confidence(z: float, coef: tuple[float, float]) -> float:
+    """Probability that a candidate is the query's piece, ``sigmoid(a + b·z)`` of its lead ``z``
+    (``leads``), with ``coef`` = (a, b) fitted by logistic regression on development queries
+    (``identify.CONFIDENCE``; benchmarks/calibrate.py). 0 for z = -inf."""
+    if not np.isfinite(z):
         return 0.0
-    gap = gap if np.isfinite(gap) else margin
-    a, b, c = coef
-    return float(1.0 / (1.0 + np.exp(-(a + b * margin + c * gap))))
+    a, b = coef
+    return float(1.0 / (1.0 + np.exp(-(a + b * z))))
 
 
 __all__ = ["MAX_STEP", "MAX_STAY", "subsequence_dtw", "subsequence_dtw_batch", "densest_run",
-           "vote_rates", "reversed_background", "reversed_background_many", "calibrated_score", "confidence"]
+           "vote_rates", "reversed_background", "reversed_background_many", "calibrated_score", "leads",
+           "confidence"]
