@@ -5,7 +5,7 @@
 Every FOLDER is in the layout of ``audiosheet evaluate folder`` (sheets/, queries/, labels.tsv).
 For each, the reference ``vote`` and the four ``dtw`` variants — shortlist by raw votes or by
 votes per √(item snippets), rank by the raw mean cosine or by the margin over the time-reversed
-query — are run (``evaluate_folder``), and a table of top-1, top-5, MRR, shortlist recall, TPR
+query, 20 candidates; and the method before issue 14, raw votes, raw cosine, 10 candidates — are run (``evaluate_folder``), and a table of top-1, top-5, MRR, shortlist recall, TPR
 and open-set FPR at the confidence threshold is printed.
 
 ``--fit FOLDER ...``: fit the confidence's logistic coefficients (intercept, slope of the top
@@ -29,10 +29,13 @@ from audiosheet import identify as ident  # noqa: E402
 from audiosheet.evaluate import evaluate_folder  # noqa: E402
 
 VARIANTS = {"vote": ("vote", {}),
-            "dtw votes/cost (before)": ("dtw", {"shortlist_by": "votes", "rank_by": "cost"}),
+            "dtw before (votes, cost, shortlist 10)": ("dtw", {"shortlist_by": "votes", "rank_by": "cost",
+                                                               "shortlist": 10}),
+            "dtw votes/cost": ("dtw", {"shortlist_by": "votes", "rank_by": "cost"}),
             "dtw rate/cost": ("dtw", {"shortlist_by": "rate", "rank_by": "cost"}),
             "dtw votes/margin": ("dtw", {"shortlist_by": "votes", "rank_by": "margin"}),
             "dtw rate/margin": ("dtw", {"shortlist_by": "rate", "rank_by": "margin"})}
+# "dtw rate/margin" with the default shortlist (20) is what identify does by default
 
 
 def features(res: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +97,8 @@ def main() -> None:
     for folder in a.folders:
         for name in names:
             method, opts = VARIANTS[name]
-            path = a.out / f"{folder.name}.{name.replace(' ', '_').replace('/', '-')}.json"
+            tag = name.replace(" ", "_").replace("/", "-").replace(",", "").replace("(", "").replace(")", "")
+            path = a.out / f"{folder.name}.{tag}.json"
             if path.exists():
                 res = json.loads(path.read_text())
             else:
