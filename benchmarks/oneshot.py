@@ -1,14 +1,18 @@
 """Speed of one-shot use: ``audiosheet identify`` as a fresh process, and warm queries.
 
     python benchmarks/oneshot.py --db COLLECTION --queries FILE [FILE ...] [--seconds 30]
-        [--runs 10] [--json OUT]
+        [--runs 10] [--scans ../shared/data/real_scans] [--scan-pages 40] [--json OUT]
 
 Fresh: wall time of ``audiosheet identify --db DB QUERY --end SECONDS --json`` run as a new
 process (interpreter start, imports, model and index load, the query), median and p90 over
 --runs runs cycling through the queries. Warm: the same queries in one process after one
 warm-up query (``Collection.identify``), median and p90. Also printed: the collection's pages,
 items and vectors, and whether queries ran through the ONNX export (no torch import).
-Figures only (issue 14 targets: fresh ≤ 1.0 s, warm ≤ 0.3 s median on a 300-page collection).
+--scans: also page ingestion of 600-dpi bilevel scans (pages of ≥ 30 Mpx, seeded sample of
+--scan-pages): ``pages.ingest_sheet`` per page file (decode, upright, analysis, strip, snippets;
+the embedding, ~0.3 s per page, is the model's and not counted), pages per wall second.
+Figures only (issue 14 targets: fresh ≤ 1.0 s, warm ≤ 0.3 s median on a 300-page collection;
+≥ 3 pages/s ingestion of 600-dpi bilevel scans).
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--scans", type=Path, default=None)
+    ap.add_argument("--scan-pages", type=int, default=40)
     a = ap.parse_args()
     from audiosheet import Collection
 
@@ -65,8 +71,33 @@ def main() -> None:
     print(f"fresh process: median {res['fresh_median_s']:.2f} s, p90 {res['fresh_p90_s']:.2f} s ({a.runs} runs)")
     print(f"warm:          median {res['warm_median_s']:.3f} s, p90 {res['warm_p90_s']:.3f} s "
           f"(first query in the process {first:.2f} s)")
+    if a.scans:
+        res.update(scan_ingestion(a.scans, a.scan_pages))
+        print(f"page ingestion, 600-dpi bilevel scans: {res['scan_pages_per_s']:.2f} pages/s "
+              f"({res['scan_pages']} pages of {res['scan_mpx']:.0f} Mpx median)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+def scan_ingestion(root: Path, n: int, seed: int = 0) -> dict:
+    import numpy as np
+    from PIL import Image
+
+    from audiosheet.pages import ingest_sheet
+
+    Image.MAX_IMAGE_PIXELS = None
+    big = []
+    for f in sorted(root.glob("*/page_*.tif")):
+        with Image.open(f) as im:
+            if im.mode == "1" and im.size[0] * im.size[1] >= 30e6:
+                big.append((f, im.size[0] * im.size[1] / 1e6))
+    pick = [big[i] for i in np.random.default_rng(seed).permutation(len(big))[:n]]
+    t = time.perf_counter()
+    for f, _ in pick:
+        ingest_sheet(f)
+    wall = time.perf_counter() - t
+    return {"scan_pages": len(pick), "scan_mpx": float(np.median([m for _, m in pick])),
+            "scan_pages_per_s": len(pick) / wall}
 
 
 if __name__ == "__main__":
