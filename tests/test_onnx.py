@@ -25,7 +25,7 @@ def db(files, tmp_path_factory) -> Path:
 
 
 def test_export_matches_torch(db, files):
-    c = Collection(db)
+    c = Collection(db, query_model="onnx")
     meta = read_meta(db / "model")
     assert meta["model_sha256"] == c.settings["model_sha256"]
     q = c.query_embedder
@@ -68,4 +68,14 @@ def test_stale_export_falls_back_to_torch(db, tmp_path):
     (copy / "model" / "model.json").write_text(json.dumps(meta))
     from audiosheet.embed import Embedder
 
-    assert isinstance(Collection(copy).query_embedder, Embedder)
+    assert isinstance(Collection(copy, query_model="onnx").query_embedder, Embedder)
+
+
+def test_auto_uses_torch_once_it_is_imported(db):
+    from audiosheet.embed import Embedder
+
+    assert isinstance(Collection(db).query_embedder, Embedder)  # pytest has imported torch
+    assert Collection(db).query_embedder.batch == 16
+    assert isinstance(Collection(db, query_model="torch").query_embedder, Embedder)
+    with pytest.raises(Exception, match="query_model must be"):
+        Collection(db, query_model="gpu")

@@ -52,6 +52,8 @@ AUDIO_HOP = 5  # spectrogram frames between indexed audio snippets (0.25 s)
 # query snippets costs ~0.12 s per 100k vectors on one core here, HNSW ~10 ms at 600k
 APPROX_THRESHOLD = 100_000
 HNSW_M, HNSW_EF_SEARCH = 32, 96
+QUERY_BATCH = 16  # torch batch for queries: a 30-s query (120 snippets) embeds in 0.27 s warm vs
+# 0.34 s at the indexing batch of 32 (less padding; benchmarks/oneshot.py)
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
 
 KINDS = ("sheet", "audio")
@@ -171,11 +173,14 @@ class Collection:
     ``audiosheet.identify``). ``model``: the snippet model for a new collection (default the
     shipped one); an existing collection uses the model it was made with and refuses another.
     ``index``: "auto" (exact search up to ``approx_threshold`` vectors of a kind, HNSW above),
-    "exact" or "approx".
+    "exact" or "approx". ``query_model``: how queries are embedded (see ``query_embedder``).
     """
 
     def __init__(self, path: str | Path, model: str | None = None, index: str | None = None,
-                 approx_threshold: int | None = None, create: bool = True):
+                 approx_threshold: int | None = None, create: bool = True, query_model: str = "auto"):
+        if query_model not in ("auto", "onnx", "torch"):
+            raise CollectionError(f"{path}: query_model must be auto, onnx or torch, not {query_model!r}")
+        self.query_model = query_model
         self.root = Path(path)
         self._embedder = None
         self._query_embedder = None
@@ -291,9 +296,17 @@ class Collection:
 
     @property
     def query_embedder(self):
-        """The model for queries: the collection's ONNX export run by ONNX Runtime when it is
-        there and made from this collection's checkpoint (no torch import: a one-shot query
-        starts ~1 s sooner; see ``onnx_embed``), else ``embedder``."""
+        """The model for queries. ``query_model`` "onnx" (and "auto" while torch is not imported
+        yet, as in a one-shot ``audiosheet identify``): the collection's ONNX export run by ONNX
+        Runtime when it is there and made from this collection's checkpoint — no torch import, a
+        fresh process answers ~1 s sooner (``onnx_embed``). "torch" (and "auto" once torch is
+        imported, as in a long-lived process): ``embedder`` — torch with bf16 autocast embeds a
+        30-s query ~2× faster than ONNX Runtime's float32 here, which pays in a warm process."""
+        if self._query_embedder is None and (self.query_model == "torch" or (
+                self.query_model == "auto" and "torch" in sys.modules)):
+            from .embed import Embedder
+
+            self._query_embedder = Embedder(self.embedder.model, batch=QUERY_BATCH)
         if self._query_embedder is None:
             from .onnx_embed import OnnxEmbedder, read_meta
 

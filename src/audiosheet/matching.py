@@ -103,17 +103,22 @@ def reversed_background_many(q: np.ndarray, refs: list[np.ndarray], max_step: in
     """``reversed_background`` of one query against several references in one batched DTW
     (references padded to the longest with unreachable columns): float (k, 4) rows of (cost,
     reversed cost, first column, last column)."""
-    if not refs:
-        return np.zeros((0, 4))
-    n, m = len(q), max(len(r) for r in refs)
-    cost = np.full((2 * len(refs), n, m), np.inf)
-    for k, r in enumerate(refs):
-        sim = q @ r.T
-        cost[2 * k, :, :len(r)] = 1.0 - sim
-        cost[2 * k + 1, :, :len(r)] = 1.0 - sim[::-1]
-    c, j0, j1 = subsequence_dtw_batch(cost, max_step, max_stay)
-    last = np.array([len(r) - 1 for r in refs])
-    return np.column_stack([c[0::2], c[1::2], np.minimum(j0[0::2], last), np.minimum(j1[0::2], last)])
+    out = np.zeros((len(refs), 4))
+    order = sorted(range(len(refs)), key=lambda k: len(refs[k]))
+    while order:  # batches of references within 1.5× of each other's length: little padding
+        group = [k for k in order if len(refs[k]) <= 1.5 * max(len(refs[order[0]]), 1)]
+        order = order[len(group):]
+        n, m = len(q), max(len(refs[k]) for k in group)
+        cost = np.full((2 * len(group), n, m), np.inf)
+        for g, k in enumerate(group):
+            sim = q @ refs[k].T
+            cost[2 * g, :, :len(refs[k])] = 1.0 - sim
+            cost[2 * g + 1, :, :len(refs[k])] = 1.0 - sim[::-1]
+        c, j0, j1 = subsequence_dtw_batch(cost, max_step, max_stay)
+        last = np.array([len(refs[k]) - 1 for k in group])
+        out[group] = np.column_stack([c[0::2], c[1::2], np.minimum(j0[0::2], last),
+                                      np.minimum(j1[0::2], last)])
+    return out
 
 
 def calibrated_score(cost: float, background: float) -> float:
