@@ -41,6 +41,8 @@ CONFIDENCE = (-2.98, 1.61)  # confidence(): sigmoid(a + b·lead z); fitted on th
 # (benchmarks/calibrate.py --fit; see docs/identify.md)
 CONFIDENT = 0.5  # a top result below this confidence is reported as "no confident match"
 SEGMENT_S = 30.0  # long recording queries are identified in segments of this length (seconds)
+LONG_HOP = 10  # spectrogram frames between snippets of a long recording (0.5 s; AUDIO_HOP otherwise):
+# halves its embedding and quarters its DTW, for ≤ 30 s of compute per hour (benchmarks/long_query.py)
 SHEET_SECONDS = 0.35  # music seconds per indexed sheet snippet: median over 183 generated pieces
 # (recording length / snippets; 10th–90th percentile 0.20–0.58 s); estimates a score's length
 
@@ -161,25 +163,34 @@ def query_kind(path: Path) -> str:
 
 
 def embed_query(coll: Collection, query: str | Path, start: float | None = None,
-                end: float | None = None) -> tuple[str, np.ndarray, dict]:
+                end: float | None = None, long_over: float = float("inf")
+                ) -> tuple[str, np.ndarray, dict]:
     """(kind, embedding sequence (n, d), info) of a query file. For a recording, info holds
     ``start_s``, ``end_s``, ``seconds``, ``snippet_s`` (seconds between embeddings) and any
-    front-end ``warnings`` (clipping, very low level)."""
+    front-end ``warnings`` (clipping, very low level). A recording longer than ``long_over``
+    seconds (to be identified in segments) gets a snippet every ``LONG_HOP`` frames instead of
+    every ``AUDIO_HOP``."""
     path = Path(query)
     kind = query_kind(path)
-    emb = coll.query_embedder
     if kind == "audio":
         from .audio import ingest_audio
 
-        ing = ingest_audio(path, context=emb.config.context, hop=AUDIO_HOP, start=start, end=end)
+        context = int(coll.settings.get("model_config", {}).get("context") or coll.query_embedder.config.context)
+        ing = ingest_audio(path, context=context, hop=AUDIO_HOP, start=start, end=end)
+        hop, snippets = AUDIO_HOP, ing.snippets
+        if ing.seconds > long_over:
+            hop = LONG_HOP
+            snippets = snippets[::LONG_HOP // AUDIO_HOP]
+        emb = coll.query_embedder_for(len(snippets))
         info = {"start_s": round(ing.start, 2), "end_s": round(ing.start + ing.seconds, 2),
-                "seconds": round(ing.seconds, 2), "snippet_s": AUDIO_HOP / ing.fps}
+                "seconds": round(ing.seconds, 2), "snippet_s": hop / ing.fps}
         if getattr(ing, "warnings", None):
             info["warnings"] = list(ing.warnings)
-        return kind, emb.audio(ing.snippets), info
+        return kind, emb.audio(snippets), info
     from .pages import ingest_sheet
 
     ing = ingest_sheet(path, hop=SHEET_HOP)
+    emb = coll.query_embedder_for(len(ing.snippets))
     info = {"pages": ing.n_pages, "systems": len(ing.strip.boxes)}
     if getattr(ing, "warnings", None):
         info["warnings"] = list(ing.warnings)
@@ -230,7 +241,9 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     if ix.ntotal == 0:
         raise IdentifyError(f"{coll.root}: the collection has no {'scores' if target == 'sheet' else 'recordings'}"
                             f" to match {path.name} against (index add some first)")
-    kind, q, info = embed_query(coll, path, start, end)
+    longest = float(item_seconds(items, np.diff(starts)).max())
+    over = max(longest, segment_s) if segment_over is None else float(segment_over)
+    kind, q, info = embed_query(coll, path, start, end, long_over=over)
     q = np.ascontiguousarray(q, np.float32)
     rank = dict(coll=coll, ix=ix, items=items, owner=owner, starts=starts, target=target,
                 method=method, top=top, shortlist=shortlist, threshold=threshold,
@@ -238,8 +251,6 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     segments = []
     if kind == "audio" and len(q):
         step = info["snippet_s"]
-        longest = float(item_seconds(items, np.diff(starts)).max())
-        over = max(longest, segment_s) if segment_over is None else float(segment_over)
         if info["seconds"] > over:
             per = max(int(round(segment_s / step)), 1)
             for a in range(0, len(q), per):

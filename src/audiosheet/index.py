@@ -52,6 +52,7 @@ AUDIO_HOP = 5  # spectrogram frames between indexed audio snippets (0.25 s)
 # query snippets costs ~0.12 s per 100k vectors on one core here, HNSW ~10 ms at 600k
 APPROX_THRESHOLD = 100_000
 HNSW_M, HNSW_EF_SEARCH = 32, 96
+TORCH_FROM = 500  # query snippets above which "auto" embeds with torch even in a fresh process
 QUERY_BATCH = 16  # torch batch for queries: a 30-s query (120 snippets) embeds in 0.27 s warm vs
 # 0.34 s at the indexing batch of 32 (less padding; benchmarks/oneshot.py)
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
@@ -302,8 +303,19 @@ class Collection:
         fresh process answers ~1 s sooner (``onnx_embed``). "torch" (and "auto" once torch is
         imported, as in a long-lived process): ``embedder`` — torch with bf16 autocast embeds a
         30-s query ~2× faster than ONNX Runtime's float32 here, which pays in a warm process."""
-        if self._query_embedder is None and (self.query_model == "torch" or (
-                self.query_model == "auto" and "torch" in sys.modules)):
+        return self.query_embedder_for(0)
+
+    def query_embedder_for(self, snippets: int):
+        """``query_embedder`` for a query of ``snippets`` snippets: "auto" also takes torch for a
+        long query (over ``TORCH_FROM`` snippets, ~2 minutes of audio), where its faster
+        embedding outweighs the ~1 s of importing it."""
+        if self._query_embedder is not None and not (
+                snippets > TORCH_FROM and self.query_model == "auto"
+                and type(self._query_embedder).__name__ == "OnnxEmbedder"):
+            return self._query_embedder
+        self._query_embedder = None
+        if self.query_model == "torch" or (self.query_model == "auto" and (
+                "torch" in sys.modules or snippets > TORCH_FROM)):
             from .embed import Embedder
 
             self._query_embedder = Embedder(self.embedder.model, batch=QUERY_BATCH)
