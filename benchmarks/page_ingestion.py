@@ -17,7 +17,8 @@ strip + snippets, before any model: what ``index add`` spends per page before em
 into reading the page (``iter_pages``) and the rest, and scores the systems it finds.
 ``--rotations`` turns every sampled page by 90°, 180° and 270° and counts how often the page is
 turned back upright (``PageLayout.turns``), refused with "page appears rotated", refused for
-another reason, or read the wrong way round without a word (the failure that must not happen).
+another reason, read the wrong way round with the "orientation not checked" warning, or read
+the wrong way round without a word (the failure that must not happen).
 """
 from __future__ import annotations
 
@@ -258,15 +259,19 @@ def run_rotations(root: Path, n: int, seed: int) -> dict:
     """Every sampled page turned by 90°, 180°, 270° (np.rot90, counterclockwise) and read again."""
     from audiosheet.pages import read_systems
 
-    counts = {k: {"upright": 0, "says_rotated": 0, "other_error": 0, "silently_wrong": 0}
-              for k in (1, 2, 3)}
+    counts = {k: {"upright": 0, "says_rotated": 0, "other_error": 0, "wrong_with_warning": 0,
+                  "silently_wrong": 0} for k in (1, 2, 3)}
+    upright_warned = 0
     upright_ok, upright_n = 0, 0
     for work, p, f, boxes in real_pages(root, n, seed):
         page = load_pages(f, upright=False)[0]  # as scanned: the turns are ours to count
         for k in (0, 1, 2, 3):
             try:
                 lay = read_systems([np.ascontiguousarray(np.rot90(page, k))], f)[0][0]
-                got = "upright" if getattr(lay, "turns", 0) == (4 - k) % 4 else "silently_wrong"
+                got = "upright" if getattr(lay, "turns", 0) == (4 - k) % 4 else \
+                    "silently_wrong" if getattr(lay, "orientation_checked", True) else "wrong_with_warning"
+                if k == 0 and not getattr(lay, "orientation_checked", True):
+                    upright_warned += 1
             except PageError as exc:
                 got = "says_rotated" if "rotated" in exc.reason else "other_error"
                 if k == 0:
@@ -278,7 +283,8 @@ def run_rotations(root: Path, n: int, seed: int) -> dict:
             counts[k][got] += 1
             if got != "upright":
                 print(f"  {work} page {p} turned {90 * k}°: {got}", file=sys.stderr)
-    out = {"set": "real scans turned", "pages": upright_n, "upright_read_upright": upright_ok}
+    out = {"set": "real scans turned", "pages": upright_n, "upright_read_upright": upright_ok,
+           "upright_with_orientation_warning": upright_warned}
     for k, c in counts.items():
         out[f"{90 * k}°"] = c
     return out

@@ -365,3 +365,16 @@ def test_vector_pdf_page_is_rendered_at_the_models_staff_space(tmp_path, unit):
     if unit == 1.0:  # a resolution asked for is kept
         h, w = load_pages(pdf, dpi=150)[0].shape
         assert abs(h - 842 * 150 / 72) <= 1 and abs(w - 595 * 150 / 72) <= 1  # pdfium rounds up
+
+
+def test_page_cropped_close_is_read_with_an_orientation_warning(tmp_path):
+    """No room beside the systems for the upside-down check: read, but never silently."""
+    _, normal = ingest_file(tmp_path, draw_systems()[0], "normal.png")
+    assert normal.layouts[0].orientation_checked and normal.warnings == []
+    page, truth = draw_systems(left=12, right=815)  # staff lines 12 px from the edges
+    for k, name in ((0, "close.png"), (2, "close-turned.png")):
+        _, ing = ingest_file(tmp_path, np.ascontiguousarray(np.rot90(page, k)), name)
+        assert not ing.layouts[0].orientation_checked
+        assert ing.warnings == ["page 1: orientation not checked (no margin beside the systems: "
+                                "cropped close?); if the answer looks wrong, make sure the page is "
+                                "upright"]

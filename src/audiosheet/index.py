@@ -435,6 +435,8 @@ class Collection:
                           scales=st.scales, angles=st.angles, sizes=st.sizes, strip=st.image)
             info = {"pages": ing.n_pages, "systems": len(st.boxes), "skipped_pages": ing.skipped,
                     "staff_space": [round(lay.staff_space, 2) for lay in ing.layouts]}
+            if getattr(ing, "warnings", None):
+                info["warnings"] = list(ing.warnings)
             return arrays, info, len(e)
         from .audio import ingest_audio
 

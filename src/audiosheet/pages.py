@@ -455,6 +455,9 @@ class PageLayout:
     staves: list[Staff]
     systems: list[System]
     turns: int = 0  # quarter turns (np.rot90, counterclockwise) that made the page upright
+    # False: no system had room beside it for the upside-down check (a page cropped close to its
+    # staves), so the page was taken as upright unverified (``SheetIngest.warnings`` says so)
+    orientation_checked: bool = True
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -924,7 +927,7 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
         else:
             groups.append([i])
     if orient != "off":
-        hand = _handedness(dark, found, groups, d)
+        hand, measured = _handedness(dark, found, groups, d)
         if orient == "check" and hand < -UPSIDE_DOWN:
             raise PageRotated(path, "page appears rotated (upside down); turn it upright and try "
                                     "again", index, turns=2)
@@ -939,7 +942,8 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
     systems = [System(page_no, min(s.x0 for s in ss), max(s.x1 for s in ss), ss[0].y0, ss[-1].y1, ss)
                for ss in ([staves[i] for i in g] for g in groups)]
     space = float(np.median([s.space for s in staves]))
-    return PageLayout(page_no, w, h, angle, space, t_full, staves, systems)
+    return PageLayout(page_no, w, h, angle, space, t_full, staves, systems,
+                      orientation_checked=orient == "off" or measured > 0)
 
 
 # Thresholds measured on real scans (../shared/data/real_scans; 171 pages: 150 drawn across the
@@ -976,9 +980,9 @@ def _sideways(page: np.ndarray, paper: float, ink: float, col_steps: float) -> b
 
 
 
-def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float) -> float:
-    """Evidence that a page is upright rather than upside down (> 0 upright, < 0 upside down, 0
-    when it cannot be told): music is written left to right, so a brace, a bracket or a system
+def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float) -> tuple[float, int]:
+    """(evidence, systems measured): evidence that a page is upright rather than upside down (> 0
+    upright, < 0 upside down, 0 when it cannot be told; no system measured: no evidence at all): music is written left to right, so a brace, a bracket or a system
     barline stands left of every system and little ink beyond its right end. Per system with room
     on both sides (3 staff spaces to the page's edges: a page cropped close to its staves may
     show the scanner's dark border, or the ends of staff lines, there), the mean darkness from
@@ -988,7 +992,7 @@ def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float
     The darkness of the clef and key signature against the end of the staff was tried too and
     dropped: on real scans with dense chords at the ends of systems it turned upright pages."""
     h, w = dark.shape
-    total = 0.0
+    total, measured = 0.0, 0
     for g in groups:
         sts = [found[i] for i in g]
         x0, x1 = min(s.x0 for s in sts), max(s.x1 for s in sts)
@@ -1008,7 +1012,8 @@ def _handedness(dark: np.ndarray, found: list, groups: list[list[int]], d: float
         left = dark[r0:r1, int(x0 - 2.5 * d):int(x0 - 0.3 * d)]
         right = dark[r0:r1, int(x1 + 0.3 * d):int(x1 + 2.5 * d)]
         total += float(left.mean()) - float(right.mean())
-    return 10 * total
+        measured += 1
+    return 10 * total, measured
 
 
 def _past_bars(dark: np.ndarray, top: int, bottom: int, start: int, step: int, d: float) -> int:
@@ -1296,6 +1301,16 @@ class SheetIngest:
     @property
     def systems(self) -> list[System]:
         return [s for lay in self.layouts for s in lay.systems]
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per page whose orientation could not be verified (``orientation_checked``)."""
+        pages = [lay.page + 1 for lay in self.layouts if not lay.orientation_checked]
+        if not pages:
+            return []
+        which = f"page {pages[0]}" if len(pages) == 1 else f"pages {', '.join(map(str, pages))}"
+        return [f"{which}: orientation not checked (no margin beside the systems: cropped close?); "
+                f"if the answer looks wrong, make sure the page is upright"]
 
 
 def read_systems(pages: Iterable[np.ndarray], path: str | Path = "page"
