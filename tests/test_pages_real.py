@@ -375,6 +375,6 @@ def test_page_cropped_close_is_read_with_an_orientation_warning(tmp_path):
     for k, name in ((0, "close.png"), (2, "close-turned.png")):
         _, ing = ingest_file(tmp_path, np.ascontiguousarray(np.rot90(page, k)), name)
         assert not ing.layouts[0].orientation_checked
-        assert ing.warnings == ["page 1: orientation not checked (no margin beside the systems: "
-                                "cropped close?); if the answer looks wrong, make sure the page is "
-                                "upright"]
+        assert ing.warnings == ["page 1: orientation not verified (little margin beside the "
+                                "systems, or weak evidence); if the answer looks wrong, make sure "
+                                "the page is upright"]

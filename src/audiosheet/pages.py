@@ -455,8 +455,9 @@ class PageLayout:
     staves: list[Staff]
     systems: list[System]
     turns: int = 0  # quarter turns (np.rot90, counterclockwise) that made the page upright
-    # False: no system had room beside it for the upside-down check (a page cropped close to its
-    # staves), so the page was taken as upright unverified (``SheetIngest.warnings`` says so)
+    # False: the upside-down check had no system with room beside it (a page cropped close to
+    # its staves) or only weak evidence (below SURE_WAY; upright real scans measure ≥ 1.33), so
+    # the page was taken as upright unverified (``SheetIngest.warnings`` says so)
     orientation_checked: bool = True
 
     @property
@@ -943,7 +944,7 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
                for ss in ([staves[i] for i in g] for g in groups)]
     space = float(np.median([s.space for s in staves]))
     return PageLayout(page_no, w, h, angle, space, t_full, staves, systems,
-                      orientation_checked=orient == "off" or measured > 0)
+                      orientation_checked=orient == "off" or (measured > 0 and hand >= SURE_WAY))
 
 
 # Thresholds measured on real scans (../shared/data/real_scans; 171 pages: 150 drawn across the
@@ -1309,8 +1310,8 @@ class SheetIngest:
         if not pages:
             return []
         which = f"page {pages[0]}" if len(pages) == 1 else f"pages {', '.join(map(str, pages))}"
-        return [f"{which}: orientation not checked (no margin beside the systems: cropped close?); "
-                f"if the answer looks wrong, make sure the page is upright"]
+        return [f"{which}: orientation not verified (little margin beside the systems, or weak "
+                f"evidence); if the answer looks wrong, make sure the page is upright"]
 
 
 def read_systems(pages: Iterable[np.ndarray], path: str | Path = "page"
