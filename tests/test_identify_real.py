@@ -103,7 +103,9 @@ def test_long_recording_is_identified_in_segments(three, files, tmp_path, capsys
     assert len(res.segments) == 3
     assert [s["start_s"] for s in res.segments] == pytest.approx([0, 10, 20], abs=0.3)
     assert [s["results"][0].piece for s in res.segments] == ["gamma", "alpha", "gamma"]
-    assert {m.piece for m in res.results[:2]} == {"gamma", "alpha"}
+    assert [m.piece for m in res.results[:2]] == ["gamma", "alpha"]  # by segments answered
+    assert res.query_info["segments_won"]["gamma"] == 2  # confident segments only
+    assert res.query_info["segments_won"].get("alpha", 0) <= 1
     whole = c.identify(long, segment_over=1000)  # below the threshold: one answer, no segments
     assert not whole.segments
     assert main(["identify", "--db", str(three), str(long), "--json", "--segment-over", "20"]) == 0
@@ -147,3 +149,32 @@ def test_batched_backgrounds_equal_one_by_one_with_short_references():
         assert row[0] == pytest.approx(one[0]) and row[1] == pytest.approx(one[1])
         assert 0 <= row[2] <= row[3] <= len(ref) - 1
     assert many[1, 0] == float("inf")
+
+
+def test_evaluate_folder(files, tmp_path, capsys):
+    import shutil
+
+    dev = tmp_path / "dev"
+    for sub in ("sheets", "queries"):
+        (dev / sub).mkdir(parents=True)
+    for name in ("alpha", "gamma", "beta"):
+        shutil.copy(files / "sheets" / f"{name}.pdf", dev / "sheets")
+    for name in ("alpha", "gamma", "delta"):
+        shutil.copy(files / "audio" / f"{name}.flac", dev / "queries")
+    shutil.copy(files / "audio" / "beta.flac", dev / "queries" / "stray.flac")  # not labelled
+    (dev / "labels.tsv").write_text("query\tpiece\nalpha.flac\talpha\ngamma.flac\tgamma\n"
+                                    "delta.flac\t-\n")
+    out = tmp_path / "res.json"
+    assert main(["evaluate", "folder", str(dev), "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert (res["queries"], res["open_set_queries"], res["pieces"]) == (2, 1, 2)
+    assert res["top1"] == 1.0 and res["MRR"] == 1.0 and res["shortlist_recall"] == 1.0
+    assert res["open_set_fpr"] == 0.0 and res["unlabelled"] == ["stray.flac"]
+    assert [r["query"] for r in res["per_query"]] == ["alpha.flac", "gamma.flac", "delta.flac"]
+    assert "unlabelled stray.flac" in capsys.readouterr().err
+    (dev / "labels.tsv").write_text("alpha.flac\talpah\n")  # a typo: a failure, with a suggestion
+    assert main(["evaluate", "folder", str(dev), "--quiet"]) == 1
+    assert "did you mean 'alpha'?" in capsys.readouterr().err
+    (dev / "labels.tsv").write_text("alpha.flac alpha\n")
+    assert main(["evaluate", "folder", str(dev), "--quiet"]) == 1
+    assert "labels.tsv:1: expected 'query<TAB>piece'" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -207,7 +208,7 @@ def _index_add(a) -> int:
     for path, item in rep.present:
         print(f"present {path} (item {item.id}, {item.name})")
     for _, reason in getattr(rep, "skipped", []):
-        print(f"skipped {reason}", file=sys.stderr)
+        print(f"skipped {reason.removesuffix(', skipped')}", file=sys.stderr)
     for _, reason in rep.failed:
         print(f"FAILED  {reason}", file=sys.stderr)
     print(f"{a.db}: {rep.summary()}; {len(coll)} item(s) in the collection")
@@ -283,16 +284,21 @@ def _identify(a) -> int:
             where = (f"page {loc['page']} system {loc['system']} x {loc['x0']:.0f}–{loc['x1']:.0f}"
                      + (f" (+{len(loc['spans']) - 1} more system(s))" if len(loc["spans"]) > 1 else "")
                      if m.kind == "sheet" else f"{loc['start_s']:.1f}–{loc['end_s']:.1f} s")
-            conf = f"  confidence {m.confidence:.2f}" if m.confidence is not None else ""
+            conf = (f"  margin {m.margin:+.3f}  confidence {m.confidence:.2f}"
+                    if m.confidence is not None and m.margin is not None and math.isfinite(m.margin) else
+                    "  (too short for the query)" if m.confidence is not None else "")
             print(f"{indent}{k:>3}. {m.piece:40s} score {m.score:.3f}{conf}  votes {m.votes:>4}  {where}")
 
     if res.segments:
-        print(f"  {len(res.segments)} segments of the recording:")
+        print(f"  {len(res.segments)} segments of the recording (score: mean cosine along the "
+              f"alignment; ranked by margin over the reversed query):")
         for s in res.segments:
             print(f"  {s['start_s']:8.1f}–{s['end_s']:.1f} s")
             table(s["results"][:min(a.top, 3)], s["confident"], indent="      ")
         print("  pieces found (best segment each):")
     table(res.results, res.confident)
+    if res.confident is False and not res.segments and q.get("seconds", 0) > 120:
+        print(f"  hint: several pieces in one recording? --segment-over 60 answers per 30-s segment")
     if a.show:
         print(f"picture: {a.show}")
     return 0
@@ -314,7 +320,9 @@ def _evaluate_folder(a) -> int:
           f"{res['open_set_queries']} not; median latency {res['latency_s']:.2f} s)")
     for f, reason in res["failed"]:
         print(f"FAILED  {reason}", file=sys.stderr)
-    return 0
+    for name in res["unlabelled"]:
+        print(f"unlabelled {name}: in queries/ but not in labels.tsv, not evaluated", file=sys.stderr)
+    return 1 if res["failed"] else 0
 
 
 def _evaluate_pieces(a) -> int:
@@ -539,7 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=_evaluate_snippets)
 
     fo = es.add_parser("folder", help="piece identification on a folder of real files: sheets/, "
-                       "queries/ and labels.tsv (query file → piece; '-' for a piece not indexed)")
+                       "queries/ and labels.tsv (query file → piece; '-' for a piece not indexed)",
+                       description="FOLDER/sheets/: scores (PDFs or images), one file per piece; the "
+                       "piece's name is the file name without suffix. FOLDER/recordings/ (optional): "
+                       "recordings to index for score queries. FOLDER/queries/: query files. "
+                       "FOLDER/labels.tsv: lines 'QUERY_FILE<TAB>PIECE' (query file name with its "
+                       "suffix; PIECE a sheet's name without suffix, or '-' for a piece that is not "
+                       "indexed), optional header 'query<TAB>piece'. Exit status 1 if a file failed.")
     fo.add_argument("folder")
     fo.add_argument("--method", choices=["vote", "dtw", "passage"], default="dtw")
     fo.add_argument("--db", default=None, help="collection to index sheets/ into and reuse "

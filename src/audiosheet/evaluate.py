@@ -263,6 +263,9 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     if not (folder / "sheets").is_dir() or not (folder / "queries").is_dir():
         raise ValueError(f"{folder}: expected sheets/, queries/ and labels.tsv in it")
     labels = read_labels(folder)
+    labelled = {q for q, _ in labels}
+    unlabelled = sorted(f.name for f in (folder / "queries").iterdir()
+                        if f.is_file() and not f.name.startswith(".") and f.name not in labelled)
     model = model or DEFAULT_MODEL
     db = Path(db) if db else folder / f".collection-{sha256_file(resolve_model(model))[:10]}"
     coll = Collection(db, model=model)
@@ -282,7 +285,11 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
         names = [m.piece for m in res.results][:top]
         known = piece != "-"
         if known and piece not in indexed:
-            failed.append((str(qpath), f"{qpath}: label '{piece}' names no indexed item"))
+            import difflib
+
+            near = difflib.get_close_matches(piece, sorted(indexed), n=1)
+            failed.append((str(qpath), f"{qpath}: label '{piece}' names no indexed item"
+                                       + (f" (did you mean '{near[0]}'?)" if near else "")))
             continue
         rank = names.index(piece) + 1 if known and piece in names else None
         shortlist = res.query_info.get("shortlist", names)
@@ -311,4 +318,4 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
             "tpr": float(np.mean([r["rank"] == 1 and ok(r) for r in pos])) if pos else 0.0,
             "open_set_fpr": float(np.mean([ok(r) for r in neg])) if neg else 0.0,
             "latency_s": float(np.median(lat)) if lat else 0.0,
-            "failed": failed, "per_query": rows}
+            "failed": failed, "unlabelled": unlabelled, "per_query": rows}

@@ -43,8 +43,9 @@ CONFIDENT = 0.5  # a top result below this confidence is reported as "no confide
 SEGMENT_S = 30.0  # long recording queries are identified in segments of this length (seconds)
 LONG_HOP = 10  # spectrogram frames between snippets of a long recording (0.5 s; AUDIO_HOP otherwise):
 # halves its embedding and quarters its DTW, for ≤ 30 s of compute per hour (benchmarks/long_query.py)
-SHEET_SECONDS = 0.35  # music seconds per indexed sheet snippet: median over 183 generated pieces
-# (recording length / snippets; 10th–90th percentile 0.20–0.58 s); estimates a score's length
+SHEET_SECONDS = 0.20  # music seconds per indexed sheet snippet, for a score's *shortest* likely
+# length: 10th percentile over 183 generated pieces (recording length / snippets; median 0.35 s,
+# 90th percentile 0.58 s), so a recording longer than any indexed piece is rarely left unsegmented
 
 
 class IdentifyError(ValueError):
@@ -109,7 +110,8 @@ class Identification:
 
 def sheet_location(d: dict, j0: int, j1: int) -> dict:
     """Where snippets j0..j1 of a sheet item are: the systems they cross, with the x-range and
-    the box on each page (px of the page as read; PDF pages at ``pages.PDF_DPI``). Pure
+    the box on each page (px of the page as read: upright, rescaled by its staff space; its size
+    is ``page_size``). Pure
     arithmetic on the item's stored strip geometry (no page module import: queries start faster)."""
     boxes, offsets, lefts = d["boxes"], d["offsets"], d["lefts"]
     scales, angles, sizes = d["scales"], d["angles"], d["sizes"]
@@ -199,7 +201,7 @@ def embed_query(coll: Collection, query: str | Path, start: float | None = None,
 
 def item_seconds(items, sizes: np.ndarray) -> np.ndarray:
     """Estimated music length of indexed items, seconds: a recording's own length; a score's
-    snippet count × ``SHEET_SECONDS``."""
+    snippet count × ``SHEET_SECONDS`` (a short estimate: played fast)."""
     return np.array([float(it.info.get("seconds", 0.0)) if it.kind == "audio" else n * SHEET_SECONDS
                      for it, n in zip(items, sizes)], np.float64)
 
@@ -221,7 +223,9 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
 
     A recording query longer than ``segment_over`` seconds (default: the longest indexed item's
     estimated length, at least ``segment_s``) is identified in consecutive ``segment_s`` segments
-    (``Identification.segments``), from one pass of the front end and the model.
+    (``Identification.segments``), from one pass of the front end and the model; the top-level
+    results then rank every piece found by the number of segments it answers confidently, then
+    by its best confidence (``query_info["segments_won"]``).
 
     Raises ``IdentifyError`` (no such file, unknown kind, nothing to match against, bad option),
     ``AudioError``/``PageError`` for an unreadable query.
@@ -265,17 +269,22 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
                 if b == len(q):
                     break
             info["segments"] = len(segments)
-    if segments:
+    if segments:  # every piece found, ranked by the segments it answers (confidently), then its best
         best: dict[int, Match] = {}
+        wins: dict[int, int] = {}
         for s in segments:
+            if s["results"] and s["confident"] is not False:
+                wins[s["results"][0].item] = wins.get(s["results"][0].item, 0) + 1
             for m in s["results"]:
                 key = (m.confidence if m.confidence is not None else m.score)
                 old = best.get(m.item)
                 if old is None or key > (old.confidence if old.confidence is not None else old.score):
                     best[m.item] = m
-        results = sorted(best.values(), key=lambda m: -(m.confidence if m.confidence is not None else m.score))
+        results = sorted(best.values(), key=lambda m: (-wins.get(m.item, 0),
+                                                       -(m.confidence if m.confidence is not None else m.score)))
         results = results[:top]
         confident = any(s["confident"] for s in segments) if method == "dtw" else None
+        info["segments_won"] = {m.piece: wins[m.item] for m in results if m.item in wins}
     else:
         results, confident, extra = _rank(q, **rank)
         info.update(extra)
