@@ -142,13 +142,18 @@ def test_batched_backgrounds_equal_one_by_one_with_short_references():
 
     rng = np.random.default_rng(2)
     q = _unit(rng, 40)
-    refs = [_unit(rng, 300), _unit(rng, 9), _unit(rng, 80)]  # 9 columns hold 36 < 40 rows: no path
+    refs = [_unit(rng, 300), _unit(rng, 60), _unit(rng, 80)]
     many = reversed_background_many(q, refs)
     for row, ref in zip(many, refs):
         one = reversed_background(q, ref)
         assert row[0] == pytest.approx(one[0]) and row[1] == pytest.approx(one[1])
         assert 0 <= row[2] <= row[3] <= len(ref) - 1
-    assert many[1, 0] == float("inf")
+    # an item shorter than the query can be squeezed into (9 × 4 < 40): aligned inside the query
+    excerpt = q[20:29]
+    row = reversed_background_many(q, [excerpt, _unit(rng, 9)])
+    assert calibrated_score(row[0, 0], row[0, 1]) > 0.3 and row[0, 0] < 1e-6
+    assert abs(calibrated_score(row[1, 0], row[1, 1])) < 0.15
+    assert tuple(row[0, 2:]) == (0, 8)
 
 
 def test_evaluate_folder(files, tmp_path, capsys):
@@ -178,3 +183,18 @@ def test_evaluate_folder(files, tmp_path, capsys):
     (dev / "labels.tsv").write_text("alpha.flac alpha\n")
     assert main(["evaluate", "folder", str(dev), "--quiet"]) == 1
     assert "labels.tsv:1: expected 'query<TAB>piece'" in capsys.readouterr().err
+
+
+def test_a_page_finds_a_short_clip_of_its_recording(files, tmp_path):
+    import soundfile as sf
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        a, sr = sf.read(files / "audio" / f"{name}.flac", dtype="float32")
+        sf.write(clips / f"{name}.flac", a[int(2 * sr):int(5 * sr)], sr)  # 3 s of a 10-s piece
+    c = Collection(tmp_path / "coll")
+    assert len(c.add([clips], progress=False).added) == 3
+    res = c.identify(files / "sheets" / "alpha.pdf")  # 12 query snippets cannot fit 3 s: swapped
+    assert res.results[0].piece == "alpha" and res.confident
+    assert all(np.isfinite(m.margin) for m in res.results)  # no clip is "too short" any more

@@ -100,11 +100,20 @@ def reversed_background(q: np.ndarray, ref: np.ndarray, max_step: int = MAX_STEP
 
 def reversed_background_many(q: np.ndarray, refs: list[np.ndarray], max_step: int = MAX_STEP,
                              max_stay: int = MAX_STAY) -> np.ndarray:
-    """``reversed_background`` of one query against several references in one batched DTW
-    (references padded to the longest with unreachable columns): float (k, 4) rows of (cost,
-    reversed cost, first column, last column)."""
+    """``reversed_background`` of one query against several references, batched (references of
+    similar length together, padded with unreachable columns): float (k, 4) rows of (cost,
+    reversed cost, first column, last column). A reference too short to hold the query at the
+    slowest tempo ratio (an indexed excerpt) is aligned inside the query instead — the reference
+    reversed for the background — and matched whole (first 0, last its end)."""
     out = np.zeros((len(refs), 4))
     order = sorted(range(len(refs)), key=lambda k: len(refs[k]))
+    short = [k for k in order if len(refs[k]) * (max_stay + 1) < len(q)]
+    for k in short:  # the item is shorter than the query can be squeezed into: align it inside
+        r = refs[k]   # the query instead (an excerpt indexed: a crop of one system, a short clip)
+        sim = r @ q.T
+        c, _, _ = subsequence_dtw_batch(1.0 - np.stack([sim, sim[::-1]]), max_step, max_stay)
+        out[k] = (c[0], c[1], 0, len(r) - 1)
+    order = [k for k in order if k not in short]
     while order:  # batches of references within 1.5× of each other's length: little padding
         group = [k for k in order if len(refs[k]) <= 1.5 * max(len(refs[order[0]]), 1)]
         order = order[len(group):]
