@@ -84,14 +84,15 @@ def run(out: str | Path, pieces: int = 8, queries: int = 6, seconds: float = 20.
         top = res.results[0] if res.results else None
         rows.append({"query": f"{audio.name} {start:.0f}–{start + seconds:.0f} s", "true": pid,
                      "top3": [m.piece for m in res.results], "score": top.score if top else 0.0,
+                     "confidence": (top.confidence or 0.0) if top else 0.0,
                      "where": (f"p{top.location['page']} s{top.location['system']}" if top else "-"),
                      "correct": bool(top and top.piece == pid), "latency_s": res.latency_s})
     w = max((len(r["query"]) for r in rows), default=len("query"))
-    print(f"\n{'query':{w}s}  {'true piece':22s}  {'top-3':70s}  score  page/system")
+    print(f"\n{'query':{w}s}  {'true piece':22s}  {'top-3':70s}  score  conf.  page/system")
     for r in rows:
         mark = "✓" if r["correct"] else "✗"
         print(f"{r['query']:{w}s}  {r['true']:22s}  {mark} {', '.join(r['top3']):68s}  "
-              f"{r['score']:.3f}  {r['where']}")
+              f"{r['score']:.3f}  {r['confidence']:.2f}  {r['where']}")
     summary = {"pieces": len(ex["pieces"]), "queries": len(rows),
                "top1": float(np.mean([r["correct"] for r in rows])) if rows else 0.0,
                "median_latency_s": float(np.median([r["latency_s"] for r in rows])) if rows else 0.0,
