@@ -198,3 +198,14 @@ def test_a_page_finds_a_short_clip_of_its_recording(files, tmp_path):
     res = c.identify(files / "sheets" / "alpha.pdf")  # 12 query snippets cannot fit 3 s: swapped
     assert res.results[0].piece == "alpha" and res.confident
     assert all(np.isfinite(m.margin) for m in res.results)  # no clip is "too short" any more
+
+
+def test_index_add_prints_front_end_warnings(files, tmp_path, capsys):
+    import soundfile as sf
+
+    a, sr = sf.read(files / "audio" / "alpha.flac", dtype="float32")
+    sf.write(tmp_path / "loud.wav", np.clip(a / np.abs(a).max() * 8, -1, 1), sr)
+    assert main(["index", "add", "--db", str(tmp_path / "coll"), str(tmp_path / "loud.wav"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: clipped:" in out and "% of the samples are at full scale" in out
+    assert Collection(tmp_path / "coll").items()[0].info["warnings"][0].startswith("clipped:")

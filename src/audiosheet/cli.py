@@ -205,6 +205,8 @@ def _index_add(a) -> int:
     rep = coll.add(a.paths, progress=not a.quiet)
     for item in rep.added:
         print(f"added   {item.describe()}")
+        for w in item.info.get("warnings", []):
+            print(f"        warning: {w}")
     for path, item in rep.present:
         print(f"present {path} (item {item.id}, {item.name})")
     for _, reason in getattr(rep, "skipped", []):
