@@ -1,7 +1,7 @@
 """Self-supervised contrastive pre-training (SimCLR) of one snippet encoder on unlabelled files.
 
-Any folders of recordings or score pages are read with the query front ends (``audio.load_audio`` +
-the training spectrogram; ``pages.read_systems``: staff detection, deskew, unrolled strip), so no
+Any folders of recordings or score pages are read with the query front ends (``audio.load_audio``,
+``audio.normalise_level`` and the training spectrogram; ``pages.read_systems``: staff detection, deskew, unrolled strip), so no
 alignment is needed. Each step draws a batch of snippets (audio: windows of ``window`` × context
 frames; sheet: strip windows with ink), makes two augmented views of each (``augment``), passes both
 through the encoder of the model config and a projection head, and minimises NT-Xent (reference:
@@ -131,10 +131,11 @@ def _ingest(args) -> tuple[str, str | None, float]:
         return path, None, 0.0
     try:
         if modality == "audio":
-            from .audio import load_audio
+            from .audio import load_audio, normalise_level
             from .spectrogram import spectrogram
 
-            arr = spectrogram(load_audio(path)).astype(np.float16)
+            # at the level queries and indexed recordings are read at (audio.TARGET_DBFS)
+            arr = spectrogram(normalise_level(load_audio(path))[0]).astype(np.float16)
         else:
             from .pages import iter_pages, read_systems
 
