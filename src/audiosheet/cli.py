@@ -209,7 +209,7 @@ def _index_add(a) -> int:
             print(f"        warning: {w}")
     for path, item in rep.present:
         print(f"present {path} (item {item.id}, {item.name})")
-    for _, reason in getattr(rep, "skipped", []):
+    for _, reason in rep.skipped:
         print(f"skipped {reason.removesuffix(', skipped')}", file=sys.stderr)
     for _, reason in rep.failed:
         print(f"FAILED  {reason}", file=sys.stderr)
@@ -261,7 +261,7 @@ def _identify(a) -> int:
 
     coll = _collection(a)
     res = identify(coll, a.query, method=a.method, top=a.top, start=a.start, end=a.end,
-                   **({"segment_over": a.segment_over} if a.segment_over is not None else {}))
+                   segment_over=a.segment_over)
     if a.show:
         from .show import show_match
 

@@ -292,16 +292,14 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
                                        + (f" (did you mean '{near[0]}'?)" if near else "")))
             continue
         rank = names.index(piece) + 1 if known and piece in names else None
+        answers = [m.to_dict() for m in res.results]  # rounded; non-finite margins as None
         shortlist = res.query_info.get("shortlist", names)
         rows.append({"query": name, "piece": piece, "rank": rank,
                      "in_shortlist": bool(known and piece in shortlist),
                      "confident": res.confident, "match": res.best.piece if res.best else None,
-                     "top": [{"piece": m.piece, "score": round(m.score, 4),
-                              "margin": None if m.margin is None or not np.isfinite(m.margin) else round(m.margin, 4),
-                              "confidence": None if m.confidence is None else round(m.confidence, 4)}
-                             for m in res.results[:5]],
-                     "margins": [None if m.margin is None or not np.isfinite(m.margin) else round(m.margin, 4)
-                                 for m in res.results],
+                     "top": [{k: m[k] for k in ("piece", "score", "margin", "confidence")}
+                             for m in answers[:5]],
+                     "margins": [m["margin"] for m in answers],
                      "warnings": res.query_info.get("warnings", []),
                      "latency_s": round(res.latency_s, 3)})
     pos = [r for r in rows if r["piece"] != "-"]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .geometry import rotate_points, strip_to_page_x
 from .index import AUDIO_HOP, SHEET_HOP, Collection, CollectionError, file_kind
 from .matching import (MAX_STAY, MAX_STEP, calibrated_score, confidence, densest_run,  # noqa: F401
                        leads, reversed_background_many, subsequence_dtw, vote_rates)
@@ -78,7 +79,8 @@ class Identification:
     """What ``identify`` answers. ``confident``: the top result's confidence reaches the
     threshold (dtw only; ``None`` for methods without a calibrated confidence). ``segments``:
     for a long recording query, one entry per segment (time span, confident, results); the
-    top-level ``results`` then hold every piece found, by its most confident segment."""
+    top-level ``results`` then hold every piece found, ranked by the segments it answers
+    confidently, then by its best confidence."""
 
     query: str
     query_kind: str
@@ -111,8 +113,8 @@ class Identification:
 def sheet_location(d: dict, j0: int, j1: int) -> dict:
     """Where snippets j0..j1 of a sheet item are: the systems they cross, with the x-range and
     the box on each page (px of the page as read: upright, rescaled by its staff space; its size
-    is ``page_size``). Pure
-    arithmetic on the item's stored strip geometry (no page module import: queries start faster)."""
+    is ``page_size``), from the item's stored strip geometry (``geometry``: no page module import,
+    so queries start faster)."""
     boxes, offsets, lefts = d["boxes"], d["offsets"], d["lefts"]
     scales, angles, sizes = d["scales"], d["angles"], d["sizes"]
     c0, c1 = float(d["column"][j0]), float(d["column"][j1])
@@ -126,14 +128,11 @@ def sheet_location(d: dict, j0: int, j1: int) -> dict:
             lo = offsets[s] if s > s0 else lo
             hi = offsets[s + 1] - 1 if s < s1 else hi
         page = int(boxes[s, 0])
-        # strip column → deskewed page x (the strip is at half resolution of the page rescaled by
-        # scales[page]; as pages._page_x)
-        x0, x1 = (np.array([lo, hi], float) - offsets[s] + lefts[s]) * 2.0 / scales[page]
+        x0, x1 = strip_to_page_x(np.array([lo, hi], float), offsets[s], lefts[s], scales[page])
         y0, y1 = boxes[s, 3], boxes[s, 4]
         w, h = sizes[page]
-        t = np.deg2rad(float(angles[page]))  # back onto the page as read (pages._rotate_points)
-        dx, dy = np.array([x0, x1, x1, x0]) - w / 2.0, np.array([y0, y0, y1, y1]) - h / 2.0
-        cx, cy = w / 2.0 + np.cos(t) * dx - np.sin(t) * dy, h / 2.0 + np.sin(t) * dx + np.cos(t) * dy
+        cx, cy = rotate_points(np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1]),
+                               float(angles[page]), (w / 2.0, h / 2.0))
         on_page = np.flatnonzero(boxes[:, 0] == page)
         spans.append({"page": page + 1, "system": int(np.searchsorted(on_page, s)) + 1,
                       "x0": round(float(x0), 1), "x1": round(float(x1), 1),
@@ -186,7 +185,7 @@ def embed_query(coll: Collection, query: str | Path, start: float | None = None,
         emb = coll.query_embedder_for(len(snippets))
         info = {"start_s": round(ing.start, 2), "end_s": round(ing.start + ing.seconds, 2),
                 "seconds": round(ing.seconds, 2), "snippet_s": hop / ing.fps}
-        if getattr(ing, "warnings", None):
+        if ing.warnings:
             info["warnings"] = list(ing.warnings)
         return kind, emb.audio(snippets), info
     from .pages import ingest_sheet
@@ -194,7 +193,7 @@ def embed_query(coll: Collection, query: str | Path, start: float | None = None,
     ing = ingest_sheet(path, hop=SHEET_HOP)
     emb = coll.query_embedder_for(len(ing.snippets))
     info = {"pages": ing.n_pages, "systems": len(ing.strip.boxes)}
-    if getattr(ing, "warnings", None):
+    if ing.warnings:
         info["warnings"] = list(ing.warnings)
     return kind, emb.sheet(ing.snippets), info
 
@@ -270,18 +269,18 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
                     break
             info["segments"] = len(segments)
     if segments:  # every piece found, ranked by the segments it answers (confidently), then its best
+        def strength(m: Match) -> float:  # vote has no confidence: its vote share
+            return m.confidence if m.confidence is not None else m.score
+
         best: dict[int, Match] = {}
         wins: dict[int, int] = {}
         for s in segments:
             if s["results"] and s["confident"] is not False:
                 wins[s["results"][0].item] = wins.get(s["results"][0].item, 0) + 1
             for m in s["results"]:
-                key = (m.confidence if m.confidence is not None else m.score)
-                old = best.get(m.item)
-                if old is None or key > (old.confidence if old.confidence is not None else old.score):
+                if m.item not in best or strength(m) > strength(best[m.item]):
                     best[m.item] = m
-        results = sorted(best.values(), key=lambda m: (-wins.get(m.item, 0),
-                                                       -(m.confidence if m.confidence is not None else m.score)))
+        results = sorted(best.values(), key=lambda m: (-wins.get(m.item, 0), -strength(m)))
         results = results[:top]
         confident = any(s["confident"] for s in segments) if method == "dtw" else None
         info["segments_won"] = {m.piece: wins[m.item] for m in results if m.item in wins}
@@ -329,11 +328,9 @@ def _rank(q: np.ndarray, coll, ix, items, owner, starts, target: str, method: st
         key = margin if rank_by == "margin" else (1.0 - cost if np.isfinite(cost) else float("-inf"))
         scored.append((key, margin, cost, i, int(j0) + lo, int(j1) + lo, d))
     scored.sort(key=lambda x: -x[0])
-    z = leads([x[1] for x in scored]) if rank_by == "margin" else \
-        leads(sorted((x[1] for x in scored), reverse=True))  # ranked by cost: z of the margins
-    if rank_by != "margin":  # give each candidate the lead of its own margin
-        by_margin = sorted(range(len(scored)), key=lambda k: -scored[k][1])
-        z = z[np.argsort(by_margin)]
+    by_margin = np.argsort([-x[1] for x in scored], kind="stable")  # the ranking itself, by margin
+    z = np.empty(len(scored))
+    z[by_margin] = leads(np.array([scored[k][1] for k in by_margin]))  # each candidate's own lead
     for r, (key, margin, cost, i, j0, j1, d) in enumerate(scored[:top]):
         conf = confidence(z[r], CONFIDENCE)
         results.append(Match(items[i].name, float(1.0 - cost) if np.isfinite(cost) else 0.0,

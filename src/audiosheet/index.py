@@ -300,9 +300,10 @@ class Collection:
         """The model for queries. ``query_model`` "onnx" (and "auto" while torch is not imported
         yet, as in a one-shot ``audiosheet identify``): the collection's ONNX export run by ONNX
         Runtime when it is there and made from this collection's checkpoint — no torch import, a
-        fresh process answers ~1 s sooner (``onnx_embed``). "torch" (and "auto" once torch is
-        imported, as in a long-lived process): ``embedder`` — torch with bf16 autocast embeds a
-        30-s query ~2× faster than ONNX Runtime's float32 here, which pays in a warm process."""
+        fresh process answers ~1 s sooner (``onnx_embed``). "torch" (and "auto" when torch is
+        already imported at the first query, as in a long-lived process): the torch model
+        (``embed.Embedder``, batch ``QUERY_BATCH``) — bf16 autocast embeds a 30-s query ~2× faster
+        than ONNX Runtime's float32 here, which pays in a warm process."""
         return self.query_embedder_for(0)
 
     def query_embedder_for(self, snippets: int):
@@ -320,10 +321,9 @@ class Collection:
 
             self._query_embedder = Embedder(self.embedder.model, batch=QUERY_BATCH)
         if self._query_embedder is None:
-            from .onnx_embed import OnnxEmbedder, read_meta
+            if self._query_export_current():
+                from .onnx_embed import OnnxEmbedder
 
-            meta = read_meta(self.root / "model")
-            if meta is not None and meta.get("model_sha256") == self.settings["model_sha256"]:
                 try:
                     self._query_embedder = OnnxEmbedder(self.root / "model")
                 except (ImportError, OSError):
@@ -332,13 +332,19 @@ class Collection:
                 self._query_embedder = self.embedder
         return self._query_embedder
 
+    def _query_export_current(self) -> bool:
+        """Is there a complete ONNX export in ``model/`` made from this collection's checkpoint?"""
+        from .onnx_embed import read_meta
+
+        meta = read_meta(self.root / "model")
+        return meta is not None and meta.get("model_sha256") == self.settings["model_sha256"]
+
     def _export_query_model(self) -> None:
         """Write the ONNX export of the model for queries if it is missing or stale (inside the
         writer lock; a failed export only costs queries their fast start)."""
-        from .onnx_embed import export, read_meta
+        from .onnx_embed import export
 
-        meta = read_meta(self.root / "model")
-        if meta is not None and meta.get("model_sha256") == self.settings["model_sha256"]:
+        if self._query_export_current():
             return
         try:
             export(self.embedder.model, self.root / "model", self.settings["model_sha256"])
@@ -435,7 +441,7 @@ class Collection:
                           scales=st.scales, angles=st.angles, sizes=st.sizes, strip=st.image)
             info = {"pages": ing.n_pages, "systems": len(st.boxes), "skipped_pages": ing.skipped,
                     "staff_space": [round(lay.staff_space, 2) for lay in ing.layouts]}
-            if getattr(ing, "warnings", None):
+            if ing.warnings:
                 info["warnings"] = list(ing.warnings)
             return arrays, info, len(e)
         from .audio import ingest_audio
@@ -443,9 +449,9 @@ class Collection:
         ing = ingest_audio(path, context=emb.config.context, hop=self.settings["audio_hop"])
         e = emb.audio(ing.snippets)
         info = {"seconds": round(ing.seconds, 3), "sample_rate": ing.sample_rate,
-                "channels": ing.channels, **{k: v for k, v in getattr(ing, "info", {}).items()
+                "channels": ing.channels, **{k: v for k, v in ing.info.items()
                                              if k in ("level_dbfs", "gain_db", "decoder")}}
-        if getattr(ing, "warnings", None):
+        if ing.warnings:
             info["warnings"] = list(ing.warnings)
         return (dict(emb=e.astype(np.float16), frame=ing.centres, fps=np.float32(ing.fps),
                      spec=ing.spec.astype(np.float16)), info, len(e))

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .geometry import rotate_points, strip_to_page_x
 from .snippets import SHEET_H, SHEET_W, STRIP_HEIGHT, half_resolution
 
 TARGET_STAFF_SPACE = 7.0  # px between staff lines at full strip resolution (3.5 in the strip)
@@ -466,18 +467,11 @@ class PageLayout:
 
     def to_page(self, x, y):
         """Deskewed page point(s) → point(s) of the page as loaded."""
-        return _rotate_points(x, y, self.angle, self.centre)
+        return rotate_points(x, y, self.angle, self.centre)
 
     def from_page(self, x, y):
         """Point(s) of the page as loaded → deskewed page point(s)."""
-        return _rotate_points(x, y, -self.angle, self.centre)
-
-
-def _rotate_points(x, y, angle: float, centre):
-    t = np.deg2rad(angle)
-    c, s = np.cos(t), np.sin(t)
-    dx, dy = np.asarray(x, float) - centre[0], np.asarray(y, float) - centre[1]
-    return centre[0] + c * dx - s * dy, centre[1] + s * dx + c * dy
+        return rotate_points(x, y, -self.angle, self.centre)
 
 
 def rotate_page(page: np.ndarray, angle: float, scale: float = 1.0, fill: int = 255) -> np.ndarray:
@@ -1279,8 +1273,7 @@ def sheet_snippets(strip: Strip, hop: int = 10) -> tuple[np.ndarray, SnippetLoca
 def _page_x(strip: Strip, column, system) -> np.ndarray:
     """Deskewed page x of strip column(s) in a given system (the page's x when unskewed)."""
     page = strip.boxes[system, 0].astype(int)
-    return (np.asarray(column, float) - strip.offsets[system] + strip.lefts[system]) * 2.0 \
-        / strip.scales[page]
+    return strip_to_page_x(column, strip.offsets[system], strip.lefts[system], strip.scales[page])
 
 
 # ----------------------------------------------------------------------------------------------

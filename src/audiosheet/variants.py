@@ -262,7 +262,7 @@ def strip_on_ink(strip: np.ndarray, noteheads: dict, scales) -> float:
 def _map_systems(systems: list[dict], styles, shapes) -> list[dict]:
     """Engraved system records moved with their pages' print-and-scan geometry, in each degraded
     page's deskewed frame (the frame of ``pages.System``: rotated back by the page's skew)."""
-    from .pages import _rotate_points
+    from .geometry import rotate_points
 
     out = []
     for s in systems:
@@ -271,7 +271,7 @@ def _map_systems(systems: list[dict], styles, shapes) -> list[dict]:
 
         def move(x, y):
             u, v = st.map_points(x, y, (h, w))
-            return _rotate_points(u, v, -st.angle, (w / 2.0, h / 2.0))
+            return rotate_points(u, v, -st.angle, (w / 2.0, h / 2.0))
 
         xs, ys = move(np.array([s["x0"], s["x1"], s["x1"], s["x0"]]),
                       np.array([s["y0"], s["y0"], s["y1"], s["y1"]]))
