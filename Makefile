@@ -5,9 +5,15 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo_out
 
-.PHONY: demo test bench venv clean
+# Debian packages corpus building uses when present: LilyPond (engraves the Mutopia sources) and
+# the FluidR3_GM and MuseScore_General SoundFonts (--soundfonts all). Optional: without them those
+# corpus sources are unavailable and everything else (make test, make demo) still works.
+APT_PKGS ?= lilypond fluid-soundfont-gm musescore-general-soundfont-lossless
+
+.PHONY: demo test bench venv clean system-deps
 
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build first: it satisfies pyproject's torch>=2.1, so pip pulls no other torch
@@ -20,6 +26,27 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# apt-get install of what APT_PKGS lacks (dpkg -s first: nothing is reinstalled), as root or
+# through passwordless sudo; never fails the build: prints one line naming what was not installed
+system-deps:
+	@if ! command -v dpkg >/dev/null 2>&1; then echo "system-deps: no dpkg/apt-get here, not installed: \
+	$(APT_PKGS): corpus building from Mutopia (lilypond) / the Debian SoundFonts will be unavailable \
+	unless you install them yourself"; exit 0; fi; \
+	missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -n "$$missing" ] || exit 0; \
+	if ! command -v apt-get >/dev/null 2>&1; then why="no apt-get"; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else why="not root and no passwordless sudo"; fi; \
+	if [ -z "$$why" ]; then \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -qq --no-install-recommends install"; \
+	  $$apt $$missing >/dev/null 2>&1 || { $$sudo apt-get -qq update >/dev/null 2>&1; \
+	    for p in $$missing; do $$apt $$p >/dev/null 2>&1; done; }; \
+	  left=""; for p in $$missing; do dpkg -s $$p >/dev/null 2>&1 || left="$$left $$p"; done; \
+	  missing="$$left"; why="apt-get install failed"; \
+	fi; \
+	[ -z "$$missing" ] || echo "system-deps: not installed:$$missing ($$why): corpus building from Mutopia (lilypond) / the Debian SoundFonts will be unavailable"
 
 demo: $(STAMP)
 	$(BIN)/audiosheet demo --out $(DEMO)
