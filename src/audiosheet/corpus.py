@@ -147,7 +147,8 @@ def _stage_score_mutopia(piece, root: str, out: Path) -> None:
 
 def _reason(exc: BaseException, path: str) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    msg = msg.replace(f"{path}: ", "")
+    if path:
+        msg = msg.replace(f"{path}: ", "")
     return f"{type(exc).__name__}: {msg}"[:300]
 
 
@@ -184,6 +185,7 @@ def _stage_render(args):
 
         for k, page in enumerate(eng.pages):
             Image.fromarray(page).save(tmp / f"page_{k + 1}.png", optimize=False, compress_level=6)
+        _check_on_ink(eng)
         strip_info = _write_strip(tmp, eng.pages, eng.systems, eng.noteheads, piece_id)
 
         train_combos, test_combos = combinations(soundfonts)
@@ -202,6 +204,9 @@ def _stage_render(args):
 
                 sf.write(tmp / f"perf_{k}.flac", audio, SAMPLE_RATE, subtype="PCM_16")
             onsets.append(perf.warp(eng.noteheads["onset"].astype(np.float64), score_end))
+            ratio = onset_flux_ratio(spec, onsets[-1], SPEC.fps)
+            if ratio < MIN_FLUX_RATIO:
+                raise CheckFailed(f"energy rises only {ratio:.2f}× at the onsets of performance {k}")
             perfs.append({**perf.to_dict(), "seconds": round(len(audio) / SAMPLE_RATE, 3),
                           "frames": int(len(spec))})
         np.savez(tmp / "performances.npz", onsets=np.asarray(onsets, dtype=np.float32))
@@ -231,8 +236,31 @@ def _stage_render(args):
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, KeyboardInterrupt):
             raise
-        stage = "synthesise" if "Synth" in type(exc).__name__ else "engrave"
+        stage = ("synthesise" if "Synth" in type(exc).__name__ else
+                 "check" if isinstance(exc, CheckFailed) else "engrave")
         return piece_id, (stage, _reason(exc, "")), time.time() - t0
+
+
+MIN_ON_INK = 0.99  # fraction of noteheads on ink a piece needs (as ``check``)
+MIN_FLUX_RATIO = 1.5  # spectral flux at onsets over elsewhere a performance needs (as ``check``)
+
+
+class CheckFailed(CorpusError):
+    """A rendered piece that would fail ``check``: it is skipped with this reason."""
+
+
+def _check_on_ink(eng) -> None:
+    """Raise ``CheckFailed`` when fewer than MIN_ON_INK of the noteheads lie on ink (a notehead
+    the engraver placed where nothing is drawn: hidden or cue notes, staves left out)."""
+    nh = eng.noteheads
+    ink = np.empty(len(nh["x"]), dtype=np.float32)
+    for p in range(len(eng.pages)):
+        sel = nh["page"] == p
+        if sel.any():
+            ink[sel] = notehead_ink(eng.pages[p], nh["x"][sel], nh["y"][sel], nh["w"][sel], nh["h"][sel])
+    frac = float((ink >= 0.3).mean()) if len(ink) else 0.0
+    if frac < MIN_ON_INK:
+        raise CheckFailed(f"noteheads off ink (only {frac:.1%} of {len(ink)} on ink)")
 
 
 def _write_strip(d: Path, pages, systems, noteheads, piece_id: str) -> dict:
@@ -629,7 +657,7 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     _write_json(out / "manifest.json", manifest)
     reasons: dict[str, int] = {}
     for _, stage, reason in failures.values():
-        key = f"{stage}: {reason.split(':')[0]}"
+        key = f"{stage}: {reason.split(' (')[0]}"
         reasons[key] = reasons.get(key, 0) + 1
     summary = {"sources": len(sources), "pieces": manifest["pieces"], "rendered_now": len(todo) - render_failed,
         "not_taken": mut_info["not_taken"] if mut_info else 0,

@@ -178,18 +178,43 @@ def compile_score(main: Path, out_dir: Path, style: LilyStyle, timeout: float = 
         r = subprocess.run(cmd, cwd=main.parent, capture_output=True, text=True, env=env,
                            timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise LilyPondError(f"LilyPond took longer than {timeout:.0f} s") from None
+        raise LilyPondError(f"took longer than {timeout:.0f} s") from None
     log = (r.stdout or "") + (r.stderr or "")
     (out_dir / "lilypond.log").write_text(log)
     pdf = out_dir / "score.pdf"
     if not pdf.is_file() or r.returncode:
-        errs = [ln.strip() for ln in log.splitlines() if "error" in ln.lower()]
-        why = f"signal {-r.returncode}" if r.returncode < 0 else f"exit {r.returncode}"
-        raise LilyPondError(f"LilyPond failed ({why}): {(errs[0] if errs else log.strip()[-160:])[:200]}")
+        raise LilyPondError(failure_reason(log, r.returncode, main.parent))
     if not capture.is_file() or capture.stat().st_size == 0:
-        raise LilyPondError("LilyPond ran but the capture wrote nothing")
+        raise LilyPondError("capture wrote nothing (LilyPond engraved no score)")
     midis = sorted(out_dir.glob("score*.mid*"), key=lambda p: (len(p.name), p.name))
     return {"pdf": pdf, "capture": capture, "midis": midis, "log": log}
+
+
+_ERROR = re.compile(r"^(?P<where>[^\s:]+:\d+:\d+): (?:fatal )?error: (?P<what>.*)$", re.M)
+
+
+def failure_reason(log: str, returncode: int, base: Path) -> str:
+    """One line on why LilyPond failed: a category first ("syntax error", "Scheme error",
+    "crashed (signal N)", "error"), then the first error's file:line:col (relative to the
+    piece) and message."""
+    if returncode < 0:
+        return f"crashed (signal {-returncode})"
+    m = _ERROR.search(log)
+    if not m:
+        tail = " ".join(log.split())[-160:]
+        return f"error (exit {returncode}{': ' + tail if tail else ''})"
+    where = m.group("where")
+    for root in (str(base) + "/", str(base.parent) + "/"):
+        where = where.replace(root, "")
+    what = m.group("what").strip()
+    cat = ("syntax error" if what.startswith("syntax error") else
+           "Scheme error" if "Guile signaled" in what else "error")
+    if cat == "Scheme error":  # the Scheme message follows on the next lines
+        rest = log[m.end():].strip().splitlines()
+        detail = next((ln.strip() for ln in rest if ln.strip().startswith(("In procedure", "Unbound",
+                                                                          "Wrong type"))), "")
+        what = detail or what
+    return f"{cat} ({where}: {what})"[:300]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,7 +462,7 @@ def engrave_ly(main: Path, work: Path, style: LilyStyle = LilyStyle(), timeout: 
     out = compile_score(main, work, style, timeout)
     scores = read_capture(out["capture"])
     if not any(s["notes"] for s in scores):
-        raise LilyPondError("the score has no notes LilyPond engraved")
+        raise LilyPondError("no notes engraved")
     pages, boxes, staves = read_pdf(out["pdf"], dpi)
     systems, members = _systems(staves)
     if not systems:

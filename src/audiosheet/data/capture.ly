@@ -1,10 +1,9 @@
 %% audiosheet: capture of every engraved notehead's score time, pitch and page position.
 %% Passed to LilyPond with -dinclude-settings=capture.ly (read after LilyPond's own init files,
 %% before the score). What it does:
-%%  * every \score with a layout is re-made from its music with all repeats unfolded
-%%    (unfold-repeats: volta, segno, percent, tremolo), so the printed pages and the timeline
-%%    played from them agree note for note; scores that are MIDI-only are kept (unfolded) for their
-%%    tempo and nothing else;
+%%  * every score's music has all its repeats unfolded (volta, segno, percent, tremolo; as
+%%    \unfoldRepeats does), so the printed pages and the timeline played from them agree note
+%%    for note;
 %%  * a Score-level engraver draws an invisible link ("ash:ID", PDF link annotation with the
 %%    grob's extent) over every NoteHead and StaffSymbol, and writes, per score, one line per notehead (id, staff, moment in whole
 %%    notes, grace part, duration, MIDI pitch, tie continuation), per timestep the tempo, and the
@@ -33,36 +32,16 @@
 
 #(define (audiosheet-num r) (exact->inexact r))
 
-#(define (audiosheet-has-layout? score)
-   (let ((defs (ly:score-output-defs score)))
-     (or (null? defs)
-         (any (lambda (d) (eq? #t (ly:output-def-lookup d 'is-layout #f))) defs))))
-
-#(define (audiosheet-unfold score)
-   "The score re-made from its music with every repeat unfolded; a layout score keeps only its
-    layout definitions, a MIDI-only score only its MIDI ones."
-   (let* ((music (unfold-repeats-fully (ly:music-deep-copy (ly:score-music score))))
-          (new (ly:make-score music))
-          (layout? (audiosheet-has-layout? score))
-          (header (ly:score-header score)))
-     (for-each (lambda (d)
-                 (if (eq? layout? (eq? #t (ly:output-def-lookup d 'is-layout #f)))
-                     (ly:score-add-output-def! new d)))
-               (ly:score-output-defs score))
-     (if (module? header) (ly:score-set-header! new header))
-     new))
-
-#(define (audiosheet-wrap handler)
-   (lambda args
-     (let ((last (car (last-pair args))))
-       (if (ly:score? last)
-           (apply handler (append (drop-right args 1)
-                                  (list (audiosheet-unfold last))))
-           (apply handler args)))))
-
-#(define toplevel-score-handler (audiosheet-wrap toplevel-score-handler))
-#(define book-score-handler (audiosheet-wrap book-score-handler))
-#(define bookpart-score-handler (audiosheet-wrap bookpart-score-handler))
+%% Unfold every repeat of every score's music before LilyPond preprocesses it: the unfolding
+%% goes into the (lily) module's toplevel-music-functions right after chord/note repeats are
+%% expanded and before music lengths are precomputed (later, the score would keep its folded
+%% length and lose its end).
+#(let* ((lily (resolve-module '(lily)))
+        (fns (module-ref lily 'toplevel-music-functions)))
+   (module-set! lily 'toplevel-music-functions
+                (append (list-head fns 2)
+                        (list (lambda (music) (unfold-repeats '() music)))
+                        (list-tail fns 2))))
 
 #(define (audiosheet-tag grob url)
    "Wrap the grob's stencil: the same drawing plus a link to URL over its extent."

@@ -1,0 +1,268 @@
+"""The Mutopia/LilyPond source (issue 15): a tiny Mutopia-like checkout made here.
+
+Two short keyboard pieces (one with a volta repeat and alternatives, dynamics and pedal marks),
+one bad .ly, one violin piece. Needs Debian's LilyPond ≥ 2.24 for the engraving tests (skipped
+with the reason without it); the parsing, key and split tests run everywhere.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+
+from audiosheet import corpus as corpus_mod
+from audiosheet.lilypond import TempoMap, lilypond_version, pedal_intervals, velocities
+from audiosheet.mutopia import (catalogue_keys, composer_surname, held_out_keys, list_pieces,
+                                scan_work_keys)
+
+HEADER = """\\header {{
+  title = "{title}"
+  composer = "Test Composer"
+  opus = "{opus}"
+  mutopiacomposer = "ComposerT"
+  mutopiainstrument = "{instrument}"
+  license = "Public Domain"
+}}
+"""
+
+PLAIN = """\\version "2.18.2"
+{header}
+upper = \\relative c'' {{ \\clef treble \\key c \\major \\time 4/4 \\tempo 4 = 120
+  c4\\p d e f | g1 | e4\\f d c2\\sustainOn | c1\\sustainOff \\bar "|." }}
+lower = \\relative c {{ \\clef bass \\key c \\major \\time 4/4
+  c2 g' | c,1 | g'2 c, | c1 }}
+\\score {{ \\new PianoStaff << \\new Staff \\upper \\new Staff \\lower >> \\layout {{ }} \\midi {{ }} }}
+"""
+
+# 2.10 syntax (convert-ly brings it to 2.24): a volta repeat with two alternatives
+REPEAT = """\\version "2.10.0"
+{header}
+upper = \\relative c'' {{ \\clef treble \\time 3/4 \\tempo 4 = 90
+  \\repeat volta 2 {{ c4 d e | f2 g4 | }}
+  \\alternative {{ {{ a2. | }} {{ b2. | }} }}
+  c1*3/4 \\bar "|." }}
+lower = \\relative c {{ \\clef bass \\time 3/4
+  \\repeat volta 2 {{ c2. | f,2. | }}
+  \\alternative {{ {{ f2. | }} {{ g2. | }} }}
+  c2. }}
+\\score {{ \\new PianoStaff << \\new Staff \\upper \\new Staff \\lower >> \\layout {{ }} }}
+\\score {{ \\unfoldRepeats \\new PianoStaff << \\new Staff \\upper \\new Staff \\lower >> \\midi {{ }} }}
+"""
+
+BAD = """\\version "2.18.2"
+{header}
+\\score {{ \\new Staff {{ c'4 d' \\undefinedCommandHere e' }} }}
+"""
+
+
+def make_checkout(root):
+    def piece(rel, text, **h):
+        d = root / "ftp" / "ComposerT" / rel
+        d.mkdir(parents=True)
+        hdr = HEADER.format(**{"title": rel, "opus": "", "instrument": "Piano", **h})
+        (d / f"{d.name}.ly").write_text(textwrap.dedent(text).format(header=hdr))
+
+    piece("O1/plain", PLAIN, title="Plain piece", opus="Op. 1 No. 1")
+    piece("O2/repeat", REPEAT, title="Repeat piece", opus="Op. 2")
+    piece("O3/bad", BAD, title="Bad piece", opus="Op. 3")
+    piece("O4/violin", PLAIN, title="Violin piece", opus="Op. 4", instrument="Violin")
+    return root
+
+
+# ----------------------------------------------------------------------------------------------
+# everywhere
+
+
+def test_list_pieces_takes_keyboard_solo_only(tmp_path):
+    pieces, skipped = list_pieces(make_checkout(tmp_path))
+    assert [p.piece_id for p in pieces] == ["mutopia-ComposerT-O1-plain", "mutopia-ComposerT-O2-repeat",
+                                            "mutopia-ComposerT-O3-bad"]
+    assert any("violin" in path and "not keyboard music (instrument: Violin)" in why
+               for path, why in skipped)
+    p = pieces[0]
+    assert (p.composer, p.catalogue, p.surname) == ("Test Composer", "Op. 1 No. 1", "composer")
+    assert p.work_keys() == ["cat:composer:op1"]
+
+
+def test_list_pieces_rejects_a_folder_that_is_not_mutopia(tmp_path):
+    with pytest.raises(ValueError, match="not a Mutopia checkout"):
+        list_pieces(tmp_path)
+
+
+@pytest.mark.parametrize("name,want", [("BeethovenLv", "beethoven"), ("ChopinFF", "chopin"),
+                                       ("Mendelssohn-BartholdyF", "mendelssohn"),
+                                       ("BachJS", "bach"), ("SchubertF", "schubert")])
+def test_composer_surname(name, want):
+    assert composer_surname(name) == want
+
+
+def test_catalogue_keys_across_sources():
+    # a Mutopia opus field and a scanned work's folder name give the same key
+    assert catalogue_keys("chopin", "Opus 10 Nr. 9 Etüde") == ["cat:chopin:op10"]
+    assert scan_work_keys("chopin_frederic_etudes_op_10") == ["cat:chopin:op10"]
+    assert catalogue_keys("bach", "BWV 805") == ["bwv:805"]  # as the music21 source keys Bach
+    assert catalogue_keys("haydn", "Hob. XVI:27") == ["cat:haydn:hobxvi:27"]
+    assert catalogue_keys("schubert", "D. 935, Op. 142") == ["cat:schubert:d935", "cat:schubert:op142"]
+    assert catalogue_keys("mozart", "KV 331") == ["cat:mozart:k331"]
+    assert catalogue_keys("satie", "Gymnopédie No. 1") == []
+
+
+def test_held_out_works_hold_the_development_set():
+    keys = held_out_keys()
+    # scanned works of the real-material development set and its recordings' sources
+    for k in ("cat:chopin:op25", "cat:beethoven:op2", "cat:haydn:hobxvi:27", "cat:schubert:d935",
+              "cat:debussy:l75"):
+        assert k in keys
+
+
+def test_assign_splits_fixed_works_go_where_they_must():
+    metas = {f"p{i}": {"work_keys": [f"cat:x:op{i}"]} for i in range(60)}
+    metas["q"] = {"work_keys": ["cat:x:op7", "bwv:1"]}  # joins op7's group through bwv:1
+    fixed = {"cat:x:op3": "test", "bwv:1": "test", "cat:x:op5": "train"}
+    s = corpus_mod.assign_splits(metas, 0, fixed)
+    split = {p: sp for sp, ids in s.items() for p in ids}
+    assert split["p3"] == "test" and split["p7"] == "test" and split["q"] == "test"
+    assert split["p5"] == "train"
+    free = corpus_mod.assign_splits({k: v for k, v in metas.items() if k not in ("p3", "p5", "p7", "q")}, 0)
+    free_split = {p: sp for sp, ids in free.items() for p in ids}
+    assert all(free_split[p] == split[p] for p in free_split)  # the others are untouched
+
+
+def test_split_constraints_follow_music21_for_bach():
+    fixed = corpus_mod.split_constraints("mutopia:/x")
+    assert fixed.get("cat:chopin:op25") == "test"
+    held = json.loads((corpus_mod.Path(corpus_mod.__file__).with_name("pretrained")
+                       / "snippet-bl2-att84.json").read_text())["corpus"]["held_out_pieces"]
+    bwv = next(p for p in held if p.startswith("bach-bwv")).split("bwv")[1].split(".")[0]
+    assert fixed[f"bwv:{bwv}"] == "test"
+    assert corpus_mod.split_constraints("music21") == {}
+
+
+def test_tempo_velocity_pedal_from_a_capture():
+    tm = TempoMap([(0.0, 30.0), (1.0, 15.0)])  # 120 qpm for a whole, then 60 qpm
+    assert np.allclose(tm.seconds([0.0, 1.0, 1.5]), [0.0, 2.0, 4.0])
+    score = {"dynamic": [(0.0, "p"), (2.0, "f"), (3.0, "sf")],
+             "hairpin": [(1.0, "cresc", -1), (2.0, "cresc", 1)],
+             "sustain": [(0.5, -1), (1.0, 1), (1.0, -1), (4.0, 1), (5.0, -1)], "end": 6.0}
+    v = velocities(score, np.array([0.0, 1.0, 1.5, 2.0, 3.0]))
+    assert v[0] == 54 and v[3] == 92 and v[4] == 104 and 54 < v[2] < 92
+    assert pedal_intervals(score) == [(0.5, 1.0), (1.0, 4.0), (5.0, 6.0)]
+
+
+# ----------------------------------------------------------------------------------------------
+# with LilyPond
+
+needs_lilypond = pytest.mark.skipif(
+    lilypond_version() is None or tuple(map(int, lilypond_version().split("."))) < (2, 24, 0),
+    reason="LilyPond ≥ 2.24 is not installed (apt-get install lilypond)")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if lilypond_version() is None:
+        pytest.skip("LilyPond is not installed (apt-get install lilypond)")
+    from audiosheet.synth import missing_corpus_tools
+
+    if missing_corpus_tools(engrave=False):
+        pytest.skip("corpus tools missing: " + ", ".join(missing_corpus_tools(engrave=False)))
+    root = make_checkout(tmp_path_factory.mktemp("mutopia"))
+    outs = []
+    for k in range(2):
+        out = tmp_path_factory.mktemp(f"corpus{k}")
+        opts = corpus_mod.BuildOptions(soundfonts="bundled", performances=1)
+        summary = corpus_mod.build(f"mutopia:{root}", out, workers=1, options=opts, progress=False)
+        outs.append((out, summary))
+    return root, outs
+
+
+@needs_lilypond
+def test_build_logs_the_bad_file_and_goes_on(built):
+    _, [(out, summary), _] = built
+    assert summary["pieces"] == 2 and summary["failed"] == 1
+    fail = (out / "failures.tsv").read_text().splitlines()[1].split("\t")
+    assert fail[0] == "mutopia-ComposerT-O3-bad" and fail[2] == "engrave"
+    assert fail[3].startswith("LilyPondError: error (bad.ly:11:") and "undefinedCommandHere" in fail[3]
+    assert summary["failures_by_reason"] == {"engrave: LilyPondError: error": 1}
+    assert "violin" in (out / "skipped.tsv").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mutopia"]["keyboard_pieces"] == 3 and manifest["tools"]["lilypond"]
+
+
+@needs_lilypond
+def test_repeat_is_unfolded_on_both_sides(built):
+    _, [(out, _), _] = built
+    c = corpus_mod.Corpus(out)
+    nh = c.noteheads("mutopia-ComposerT-O2-repeat")
+    # printed unfolded: body twice with its alternatives, then the last bar
+    upper = [72, 74, 76, 77, 79, 81, 72, 74, 76, 77, 79, 83, 84]
+    lower = [48, 41, 41, 48, 41, 43, 48]
+    top = nh["staff"] == 0
+    assert nh["pitch"][top].tolist() == upper
+    assert nh["pitch"][~top].tolist() == lower
+    # the time of every notehead follows the unfolded score at 90 quarter notes per minute
+    q = 60 / 90
+    want = np.array([0, 1, 2, 3, 5, 6, 9, 10, 11, 12, 14, 15, 18]) * q
+    assert np.allclose(nh["onset"][top], want, atol=1e-3)
+    # and the pages agree: the second time through is printed further right or lower
+    order = np.lexsort((nh["x"][top], nh["system"][top]))
+    assert order.tolist() == list(range(13))
+
+
+@needs_lilypond
+def test_noteheads_tempo_dynamics_pedal(built):
+    _, [(out, _), _] = built
+    c = corpus_mod.Corpus(out)
+    pid = "mutopia-ComposerT-O1-plain"
+    nh = c.noteheads(pid)
+    top = nh["staff"] == 0
+    assert np.allclose(nh["onset"][top][:4], [0, 0.5, 1.0, 1.5], atol=1e-3)  # 4 = 120
+    with np.load(c.piece_dir(pid) / "notes.npz") as z:
+        vel, pedal, notes = z["velocity"], z["pedal"], z["notes"]
+    first_p = vel[np.argmin(np.abs(notes[:, 0] - 0.0) + (notes[:, 2] != 72))]
+    first_f = vel[np.argmin(np.abs(notes[:, 0] - 4.0) + (notes[:, 2] != 76))]
+    assert first_p == 54 and first_f == 92
+    assert np.allclose(pedal, [[5.0, 6.0]], atol=1e-3)  # \sustainOn on beat 3 of bar 3, off at bar 4
+    info = c.info(pid)
+    assert info["origin"] == "mutopia" and info["style"]["engraver"] == "lilypond"
+    assert info["timing"][0]["tempo"] == "metronome marks"
+    r = corpus_mod.check(out, progress=False)
+    assert r.ok, r.problems
+    s = corpus_mod.stats(out)
+    assert s["by_source"]["mutopia"]["pieces"] == 2
+    assert s["by_composer"]["composer"]["pieces"] == 2
+
+
+@needs_lilypond
+def test_build_is_deterministic(built):
+    _, [(a, _), (b, _)] = built
+    for pid in ("mutopia-ComposerT-O1-plain", "mutopia-ComposerT-O2-repeat"):
+        ca, cb = corpus_mod.Corpus(a), corpus_mod.Corpus(b)
+        for key, x in ca.noteheads(pid).items():
+            assert np.array_equal(x, cb.noteheads(pid)[key]), key
+        assert np.array_equal(ca.spectrogram(pid, 0), cb.spectrogram(pid, 0))
+        assert np.array_equal(ca.page(pid, 0), cb.page(pid, 0))
+        ia, ib = ca.info(pid), cb.info(pid)
+        assert ia["style"] == ib["style"] and ia["performances"] == ib["performances"]
+
+
+@needs_lilypond
+def test_resume_does_nothing_twice(built):
+    root, [(out, _), _] = built
+    opts = corpus_mod.BuildOptions(soundfonts="bundled", performances=1)
+    again = corpus_mod.build(f"mutopia:{root}", out, workers=1, options=opts, progress=False)
+    assert again["already_done"] == 2 and again["rendered_now"] == 0
+
+
+def test_without_lilypond_the_build_says_so(tmp_path, monkeypatch):
+    import audiosheet.lilypond as lp
+
+    lp.lilypond_version.cache_clear()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    try:
+        with pytest.raises(lp.LilyPondError, match="apt-get install lilypond"):
+            corpus_mod.build(f"mutopia:{make_checkout(tmp_path)}", tmp_path / "c", progress=False)
+    finally:
+        lp.lilypond_version.cache_clear()
