@@ -266,3 +266,79 @@ def test_without_lilypond_the_build_says_so(tmp_path, monkeypatch):
             corpus_mod.build(f"mutopia:{make_checkout(tmp_path)}", tmp_path / "c", progress=False)
     finally:
         lp.lilypond_version.cache_clear()
+
+
+@needs_lilypond
+def test_union_holds_both_corpora_and_guards_splits_by_work(built, tmp_path):
+    from audiosheet.corpus_union import union
+
+    _, [(a, _), (b, _)] = built
+    # two copies of one corpus share piece ids: refused
+    with pytest.raises(ValueError, match="is in both"):
+        union([a, b], tmp_path / "u0")
+    # a second source: the same pieces under other ids, one work moved to another split
+    other = tmp_path / "other"
+    shutil.copytree(b, other, symlinks=True)
+    splits = json.loads((other / "splits.json").read_text())
+    renamed = {}
+    for sp, ids in splits.items():
+        renamed[sp] = []
+        for pid in ids:
+            new = pid.replace("mutopia-", "other-")
+            (other / "pieces" / pid).rename(other / "pieces" / new)
+            (other / "scores" / f"{pid}.json").rename(other / "scores" / f"{new}.json")
+            renamed[sp].append(new)
+    (other / "splits.json").write_text(json.dumps(renamed))
+    u = union([a, other], tmp_path / "u1")
+    assert u["pieces"] == 4
+    s = corpus_mod.stats(tmp_path / "u1")
+    assert s["pieces"] == 4 and s["by_source"]["mutopia"]["pieces"] == 4
+    assert corpus_mod.check(tmp_path / "u1", progress=False).ok
+    # put one work of the first source in test and the same work of the other in train: refused
+    sa = json.loads((a / "splits.json").read_text())
+    pid = sa["train"][0] if sa["train"] else sa["valid"][0]
+    moved = {sp: [p for p in ids if p != pid] for sp, ids in sa.items()}
+    moved["test"].append(pid)
+    a2 = tmp_path / "a2"
+    shutil.copytree(a, a2, symlinks=True)
+    (a2 / "splits.json").write_text(json.dumps(moved))
+    info = json.loads((a2 / "pieces" / pid / "piece.json").read_text())
+    info["split"] = "test"
+    (a2 / "pieces" / pid / "piece.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="cross splits between sources"):
+        union([a2, other], tmp_path / "u2")
+
+
+LONG = """\\version "2.24.0"
+{header}
+upper = \\relative c'' {{ \\clef treble \\time 4/4 \\tempo 4 = 132
+  \\repeat unfold 8 {{ c8\\mf d e f g a b c | <c, e g>4 <d f a> <e g b>2 | c'8 b a g f e d c | <g b d>1 | }}
+  \\bar "|." }}
+lower = \\relative c {{ \\clef bass \\time 4/4
+  \\repeat unfold 8 {{ c4 e g c | g,2 g' | c,4 e g c | g1 | }} }}
+\\score {{ \\new PianoStaff << \\new Staff \\upper \\new Staff \\lower >> \\layout {{ }} \\midi {{ }} }}
+"""
+
+
+@needs_lilypond
+def test_restrip_variants_and_training_pairs_read_lilypond_pieces(tmp_path):
+    from audiosheet.snippets import SnippetPairs
+    from audiosheet.variants import make_variants
+
+    d = tmp_path / "m" / "ftp" / "ComposerT" / "O9" / "long"
+    d.mkdir(parents=True)
+    (d / "long.ly").write_text(LONG.format(header=HEADER.format(title="Long", opus="Op. 9",
+                                                                 instrument="Piano")))
+    c = tmp_path / "c"
+    opts = corpus_mod.BuildOptions(soundfonts="bundled", performances=1)
+    corpus_mod.build(f"mutopia:{tmp_path / 'm'}", c, workers=1, options=opts, progress=False)
+    assert len(corpus_mod.Corpus(c).info("mutopia-ComposerT-O9-long")["systems"]) >= 4
+    r = corpus_mod.restrip(c, workers=1, progress=False)
+    assert not r["failed"]
+    summary = make_variants(c, tmp_path / "v", split="all", workers=1, progress=False)
+    for name, v in summary["variants"].items():
+        assert v["pieces"] == 1 and not v["failed"], (name, v)
+        assert corpus_mod.check(tmp_path / "v" / name, progress=False).ok, name
+    pairs = SnippetPairs(c, "all")
+    sheet, audio = pairs[len(pairs) // 2]
+    assert sheet.shape == (1, 80, 100) and audio.shape[:2] == (1, 92) and sheet.max() > 0.5

@@ -50,6 +50,13 @@ def _corpus_restrip(a) -> int:
     return 1 if r["failed"] else 0
 
 
+def _corpus_union(a) -> int:
+    from .corpus_union import union
+
+    print(json.dumps(union(a.corpora, a.out)))
+    return 0
+
+
 def _corpus_stats(a) -> int:
     from .corpus import stats
 
@@ -467,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--workers", type=int, default=2)
     o.add_argument("--quiet", action="store_true")
     o.set_defaults(func=_corpus_pool)
+
+    u = cs.add_parser("union", help="one corpus holding the pieces of several (links; e.g. music21 + "
+                      "Mutopia) for train, evaluate, check, stats; refuses a work in the test "
+                      "split of one source and another split of another")
+    u.add_argument("corpora", nargs="+", help="corpus folders (two or more)")
+    u.add_argument("--out", required=True, help="the union corpus folder (re-run to update)")
+    u.set_defaults(func=_corpus_union)
 
     s = cs.add_parser("stats", help="corpus summary")
     s.add_argument("dir")

@@ -334,15 +334,25 @@ def performance_audio(root: str | Path, piece_id: str, perf: int = 0) -> np.ndar
     p = info["performances"][perf]
     fields = {k: v for k, v in p.items() if k in Performance.__dataclass_fields__}
     sfs = available_soundfonts(c.manifest.get("options", {}).get("soundfonts", "bundled"))
+    notes, velocity, pedal = score_notes(c, piece_id)
+    return render(notes, Performance(**fields), sfs, velocity=velocity, pedal=pedal)
+
+
+def score_notes(c: "Corpus", piece_id: str):
+    """What a piece's performances are rendered from: (notes (n, 3) onset s, duration s, MIDI
+    pitch; velocity (n,) or None; pedal (k, 2) s or None). LilyPond pieces keep them in
+    notes.npz; Verovio pieces are re-engraved from their MusicXML and layout style."""
     stored = c.piece_dir(piece_id) / "notes.npz"
-    if stored.is_file():  # LilyPond pieces keep their notes, velocities and pedal
+    if stored.is_file():
         with np.load(stored) as z:
-            return render(z["notes"], Performance(**fields), sfs, velocity=z["velocity"],
-                          pedal=z["pedal"])
+            return z["notes"], z["velocity"], z["pedal"]
     with gzip.open(c.root / "scores" / f"{piece_id}.musicxml.gz", "rt", encoding="utf-8") as f:
         xml = f.read()
-    eng = engrave(xml, LayoutStyle(**info["style"]))
-    return render(eng.notes, Performance(**fields), sfs)
+    eng = engrave(xml, LayoutStyle(**c.info(piece_id)["style"]))
+    if len(eng.noteheads["onset"]) != c.info(piece_id)["n_noteheads"]:
+        raise CorpusError(f"{piece_id}: the score engraves to {len(eng.noteheads['onset'])} "
+                          f"noteheads, the corpus has {c.info(piece_id)['n_noteheads']}")
+    return eng.notes, None, None
 
 
 def _stage_export(args):

@@ -880,6 +880,12 @@ def analyse_page(page: np.ndarray, index: int | None = None, path: str | Path = 
     at = np.linspace(w * 0.1, w * 0.9 - 4, min(300, w // 4)).astype(int)
     bands = page[:, at[:, None] + np.arange(4)].mean(axis=2, dtype=np.float32)
     d_full, t_full, steps = _vertical_runs(bands < paper - 0.12 * (paper - ink), with_count=True)
+    # blurred dark lines close to each other (a staff space of 6 px printed and scanned) merge at
+    # that low threshold and whole staves read as one run: where a higher one finds far more
+    # steps at one distance, the staff lines are those
+    d_hi, t_hi, steps_hi = _vertical_runs(bands < paper - 0.4 * (paper - ink), with_count=True)
+    if steps_hi > 2 * steps:
+        d_full, t_full, steps = d_hi, t_hi, steps_hi
     if orient == "check" and _sideways(page, paper, ink, steps / max(len(at), 1)):
         raise PageRotated(path, "page appears rotated (staff lines run up and down); turn it "
                                 "upright and try again", index, turns=1)

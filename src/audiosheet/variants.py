@@ -29,7 +29,6 @@ and the run goes on.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -336,31 +335,29 @@ def _make_performance(src: Corpus, pid: str, seed: int, d: Path) -> dict:
     perf_0.npy, performances.npz); returns its piece.json fields."""
     import soundfile as sf
 
-    from .engrave import LayoutStyle, engrave
+    from .corpus import CorpusError, score_notes
     from .spectrogram import spectrogram
     from .synth import available_soundfonts, render
 
     info = src.info(pid)
-    with gzip.open(src.root / "scores" / f"{pid}.musicxml.gz", "rt", encoding="utf-8") as f:
-        xml = f.read()
-    eng = engrave(xml, LayoutStyle(**info["style"]))
+    try:
+        notes, velocity, pedal = score_notes(src, pid)
+    except CorpusError as exc:
+        raise VariantError(str(exc).split(": ", 1)[-1]) from None
     nh = src.noteheads(pid)
-    if len(eng.noteheads["onset"]) != len(nh["onset"]):
-        raise VariantError(f"the score engraves to {len(eng.noteheads['onset'])} noteheads, the "
-                           f"corpus has {len(nh['onset'])}")
     soundfonts = available_soundfonts(src.manifest.get("options", {}).get("soundfonts", "bundled"))
     first = info["performances"][0]
     rng = _rng(seed, "variant-perform", pid)
     perf = expressive_performance(rng, (first["soundfont"], int(first["program"])))
     room = Room.sample(rng)
-    audio = record(render(eng.notes, perf, soundfonts), room)
+    audio = record(render(notes, perf, soundfonts, velocity=velocity, pedal=pedal), room)
     tmp = d / ".perf_0.tmp.flac"
     sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
     os.replace(tmp, d / "perf_0.flac")
     audio, _ = sf.read(d / "perf_0.flac", dtype="float32")  # what export and queries will hear
     spec = spectrogram(audio)
     np.save(d / "perf_0.npy", spec.astype(np.float16))
-    score_end = float((eng.notes[:, 0] + eng.notes[:, 1]).max())
+    score_end = float((notes[:, 0] + notes[:, 1]).max())
     onsets = perf.warp(nh["onset"].astype(np.float64), score_end)
     np.savez(d / "performances.npz", onsets=onsets[None].astype(np.float32))
     rec = {**perf.to_dict(), "seconds": round(len(audio) / SAMPLE_RATE, 3), "frames": int(len(spec)),
@@ -410,7 +407,9 @@ def _stage_variants(args):
         src = Corpus(src_root)
         info = src.info(pid)
         key = _key(seed)
-        scores = [src.root / "scores" / f"{pid}{ext}" for ext in (".musicxml.gz", ".json")]
+        lily = (src.piece_dir(pid) / "notes.npz").is_file()  # LilyPond pieces keep their notes
+        scores = [src.root / "scores" / f"{pid}{ext}"
+                  for ext in ((".json",) if lily else (".musicxml.gz", ".json"))]
         for f in scores:
             if not f.is_file():
                 raise VariantError(f"the corpus has no {f.name}")
