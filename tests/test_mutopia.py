@@ -187,6 +187,10 @@ def test_build_logs_the_bad_file_and_goes_on(built):
     assert fail[3].startswith("LilyPondError: error (bad.ly:11:") and "undefinedCommandHere" in fail[3]
     assert summary["failures_by_reason"] == {"engrave: LilyPondError: error": 1}
     assert "violin" in (out / "skipped.tsv").read_text()
+    works = [ln.split("\t") for ln in (out / "works.tsv").read_text().splitlines()]
+    assert works[0][:6] == ["piece", "split", "origin", "composer", "title", "catalogue"]
+    assert works[1][0] == "mutopia-ComposerT-O1-plain" and works[1][2:6] == [
+        "mutopia", "Test Composer", "Plain piece", "Op. 1 No. 1"] and works[1][6] == "cat:composer:op1"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mutopia"]["keyboard_pieces"] == 3 and manifest["tools"]["lilypond"]
 

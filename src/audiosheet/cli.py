@@ -13,8 +13,14 @@ def _corpus_build(a) -> int:
     opts = BuildOptions(seed=a.seed, performances=a.performances, soundfonts=a.soundfonts,
                         keep_audio=a.keep_audio, vary_layout=not a.plain,
                         vary_performance=not a.plain, monophonic=a.monophonic, timeout=a.timeout)
+    pieces = None
+    if a.pieces:
+        from pathlib import Path
+
+        pieces = [ln.strip() for ln in Path(a.pieces).read_text().splitlines()
+                  if ln.strip() and not ln.startswith("#")]
     summary = build(a.source, a.out, limit=a.limit, workers=a.workers, options=opts,
-                    progress=not a.quiet, hold_out=a.hold_out)
+                    progress=not a.quiet, hold_out=a.hold_out, pieces=pieces)
     print(json.dumps(summary, indent=1))
     if summary["failed"]:
         print(f"{summary['failed']} piece(s) skipped; reasons in {a.out}/failures.tsv", file=sys.stderr)
@@ -425,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "works; not for music21)")
     b.add_argument("--out", required=True, help="corpus folder (created; an existing one is resumed)")
     b.add_argument("--limit", type=int, default=None, help="use only N scores, spread over the source")
+    b.add_argument("--pieces", default=None, metavar="FILE",
+                   help="only the piece ids listed in FILE (one per line), before --limit")
     b.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     b.add_argument("--seed", type=int, default=0, help="seed of splits, layouts and performances")
     b.add_argument("--performances", type=int, default=2, help="audio renderings per piece")

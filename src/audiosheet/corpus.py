@@ -5,6 +5,7 @@ Layout of a corpus folder::
     manifest.json        seed, options, tool versions, SoundFonts (identical for identical builds)
     splits.json          {"train": [...], "valid": [...], "test": [...]} piece ids
     failures.tsv         piece, source, stage, reason — pieces skipped by the last build
+    works.tsv            piece, split, origin, composer, title, catalogue number, work keys
     build_log.json       timings of the last build (not part of the reproducible record)
     scores/ID.json       stage 1: title, composer, work keys of a piece (origin "music21", a
                          folder, or "mutopia": then also its Mutopia folder, file and header)
@@ -466,6 +467,27 @@ def composer_key(piece_id: str, composer: str) -> str:
 # build
 
 
+WORKS_FIELDS = ("piece", "split", "origin", "composer", "title", "catalogue", "work_keys", "source")
+
+
+def write_works(out: Path, metas: dict[str, dict], splits: dict[str, list[str]]) -> None:
+    """``works.tsv``: one line per piece — split, origin, composer, title, catalogue number (as
+    the source gives them), work keys — to check the overlap between sources and with any test
+    set (``corpus union`` refuses a work in the test split of one source and another split of
+    another)."""
+    split_of = {p: sp for sp, ids in splits.items() for p in ids}
+    tmp = out / ".works.tsv.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\t".join(WORKS_FIELDS) + "\n")
+        for pid in sorted(metas):
+            m = metas[pid]
+            row = [pid, split_of.get(pid, ""), m.get("origin") or "", m.get("composer") or "",
+                   m.get("title") or "", m.get("catalogue") or "", " ".join(m.get("work_keys") or []),
+                   m.get("source") or ""]
+            f.write("\t".join(str(v).replace("\t", " ").replace("\n", " ") for v in row) + "\n")
+    os.replace(tmp, out / "works.tsv")
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
@@ -642,6 +664,7 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     built = {pid for pid in metas if (out / "pieces" / pid / "piece.json").exists()}
     splits = {sp: [p for p in ids if p in built] for sp, ids in splits.items()}
     _write_json(out / "splits.json", splits)
+    write_works(out, {pid: metas[pid] for pid in built}, splits)
     with open(out / ".failures.tsv.tmp", "w") as f:
         f.write("piece\tsource\tstage\treason\n")
         for pid in sorted(failures):

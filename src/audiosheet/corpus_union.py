@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from .corpus import SPLITS, Corpus, CorpusError, _write_json
+from .corpus import SPLITS, WORKS_FIELDS, Corpus, CorpusError, _write_json
 
 SHARED = ("sample_rate", "spectrogram", "strip_geometry")
 
@@ -75,6 +75,14 @@ def union(corpora: list[str | Path], out: str | Path) -> dict:
                     link.symlink_to(src, target_is_directory=src.is_dir())
     splits = {sp: sorted(p for c in cs for p in c.splits.get(sp, [])) for sp in SPLITS}
     _write_json(out / "splits.json", splits)
+    lines = []
+    for c in cs:
+        w = c.root / "works.tsv"
+        if w.is_file():
+            lines += w.read_text(encoding="utf-8").splitlines()[1:]
+    if lines:
+        (out / "works.tsv").write_text("\n".join(["\t".join(WORKS_FIELDS)] + sorted(lines)) + "\n",
+                                       encoding="utf-8")
     soundfonts = {}
     for c in cs:
         soundfonts.update(c.manifest.get("soundfonts", {}))
