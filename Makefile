@@ -6,9 +6,11 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= demo_out
 
 # Debian packages corpus building uses when present: LilyPond (engraves the Mutopia sources) and
-# the FluidR3_GM and MuseScore_General SoundFonts (--soundfonts all). Optional: without them those
-# corpus sources are unavailable and everything else (make test, make demo) still works.
-APT_PKGS ?= lilypond fluid-soundfont-gm musescore-general-soundfont-lossless
+# the FluidR3_GM SoundFont (--soundfonts all). Optional: without them those corpus sources are
+# unavailable and everything else (make test, make demo) still works. MuseScore_General
+# (musescore-general-soundfont-lossless, 490 MB) is not installed: TinySoundFont mis-renders its
+# pianos, so corpora leave it out (synth.UNFIT_FOR_TINYSOUNDFONT).
+APT_PKGS ?= lilypond fluid-soundfont-gm
 
 .PHONY: demo test bench venv clean system-deps
 
