@@ -141,10 +141,15 @@ def prepare_sources(folder: Path, main: Path, timeout: float = 120) -> list[str]
     mv = source_version(main.read_text(errors="replace"))
     notes = []
     files = sorted(set(folder.rglob("*.ly")) | set(folder.rglob("*.ily")))
+    have = tuple(int(x) for x in (lilypond_version() or "2.24.0").split("."))
     for f in files:
         text = f.read_text(errors="replace")
         v = source_version(text) or mv
         if v and tuple(int(x) for x in v.split(".")[:2]) >= (2, 24):
+            # a later 2.24.x than ours: the same syntax, but LilyPond refuses "program too old"
+            if source_version(text) and tuple(int(x) for x in v.split(".")) > have and \
+                    tuple(int(x) for x in v.split(".")[:2]) == have[:2]:
+                f.write_text(_VERSION.sub(f'\\version "{".".join(map(str, have))}"', text, count=1))
             continue
         cmd = ["convert-ly", "-e", "-l", "ERROR"] + ([] if source_version(text) or not mv
                                                       else ["-f", mv])
@@ -164,8 +169,8 @@ def prepare_sources(folder: Path, main: Path, timeout: float = 120) -> list[str]
 
 def compile_score(main: Path, out_dir: Path, style: LilyStyle, timeout: float = 600) -> dict:
     """Run LilyPond on ``main`` (prepared sources) with the capture and ``style``; outputs go to
-    ``out_dir`` (score.pdf, score[-N].midi, capture.tsv, lilypond.log). Returns their paths.
-    Raises ``LilyPondError`` naming the reason when no PDF or no capture comes out."""
+    ``out_dir`` (score[-SUFFIX].pdf, score[-N].midi, capture.tsv, lilypond.log). Returns their
+    paths. Raises ``LilyPondError`` naming the reason when no PDF or no capture comes out."""
     require_lilypond()
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = out_dir / "settings.ly"
@@ -181,13 +186,16 @@ def compile_score(main: Path, out_dir: Path, style: LilyStyle, timeout: float = 
         raise LilyPondError(f"took longer than {timeout:.0f} s") from None
     log = (r.stdout or "") + (r.stderr or "")
     (out_dir / "lilypond.log").write_text(log)
-    pdf = out_dir / "score.pdf"
-    if not pdf.is_file() or r.returncode:
+    if r.returncode:
         raise LilyPondError(failure_reason(log, r.returncode, main.parent))
+    # score.pdf, or score-SUFFIX.pdf for books with their own output suffix, in their order
+    pdfs = sorted(out_dir.glob("score*.pdf"), key=lambda p: (p.name != "score.pdf", p.stat().st_mtime))
+    if not pdfs:
+        raise LilyPondError("no pages (LilyPond made no PDF: a MIDI-only file?)")
     if not capture.is_file() or capture.stat().st_size == 0:
         raise LilyPondError("capture wrote nothing (LilyPond engraved no score)")
     midis = sorted(out_dir.glob("score*.mid*"), key=lambda p: (len(p.name), p.name))
-    return {"pdf": pdf, "capture": capture, "midis": midis, "log": log}
+    return {"pdfs": pdfs, "capture": capture, "midis": midis, "log": log}
 
 
 _ERROR = re.compile(r"^(?P<where>[^\s:]+:\d+:\d+): (?:fatal )?error: (?P<what>.*)$", re.M)
@@ -482,7 +490,14 @@ def engrave_ly(main: Path, work: Path, style: LilyStyle = LilyStyle(), timeout: 
     scores = read_capture(out["capture"])
     if not any(s["notes"] for s in scores):
         raise LilyPondError("no notes engraved")
-    pages, boxes, staves = read_pdf(out["pdf"], dpi)
+    pages, boxes, staves = [], {}, []
+    for pdf in out["pdfs"]:
+        p, b, st = read_pdf(pdf, dpi)
+        off = len(pages)
+        pages += p
+        for k, v in b.items():
+            boxes.setdefault(k, (v[0] + off, *v[1:]))
+        staves += [(s0 + off, *rest) for s0, *rest in st]
     systems, members = _systems(staves, pages)
     if not systems:
         raise LilyPondError("no staff found on the pages")

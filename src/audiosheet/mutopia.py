@@ -129,6 +129,11 @@ def read_header(files: list[Path]) -> dict:
     return out
 
 
+# file names of what is not a score of its own: MIDI-only versions, duet parts, tests
+NOT_A_SCORE = re.compile(r"(^|[-_])(midi?|test[-_].*|.*four[-_]?hands|.*4[-_]?hands|primo|secondo)$",
+                         re.I)
+
+
 def _mains(folder: Path) -> list[Path]:
     """The score files of a piece folder: .ly files (in it or its -lys subfolder) with a
     \\score, \\book or top-level music that no other file of the folder includes; of an
@@ -140,7 +145,7 @@ def _mains(folder: Path) -> list[Path]:
         for name in re.findall(r'\\include\s+"([^"]+)"', t):
             included.add((p.parent / name).resolve())
             included.add((p.parent / name.lower()).resolve())
-    mains = [p for p in files if p.resolve() not in included
+    mains = [p for p in files if p.resolve() not in included and not NOT_A_SCORE.search(p.stem)
              and re.search(r"\\(score|book|include)\b|<<|\\new\s", texts[p])]
     stems = {p.stem for p in mains}
     keep = []

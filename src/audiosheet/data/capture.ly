@@ -124,7 +124,8 @@
         (audiosheet-tag grob (format #f "ash:staff-~a-~a-~a" score (staff-of source-engraver)
                                      (ly:grob-property grob 'line-count 5))))
        ((tie-interface engraver grob source-engraver)
-        (set! ties (cons grob ties))))
+        (if (ly:spanner? grob)  ; not a RepeatTie or LaissezVibrerTie: those tie to nothing
+            (set! ties (cons grob ties)))))
       ((finalize engraver)
        (for-each
         (lambda (tie)
