@@ -71,7 +71,7 @@ def test_pitches_and_onsets_follow_the_score(corpus):
 
 def test_same_seed_same_corpus(tmp_path, sources, corpus):
     out = tmp_path / "again"
-    build(str(sources), out, workers=2, options=BuildOptions(seed=3), progress=False)
+    build(str(sources), out, workers=2, options=BuildOptions(seed=3, soundfonts="bundled"), progress=False)
     a, b = Corpus(corpus), Corpus(out)
     assert (corpus / "manifest.json").read_text() == (out / "manifest.json").read_text()
     assert (corpus / "splits.json").read_text() == (out / "splits.json").read_text()
@@ -87,7 +87,7 @@ def test_same_seed_same_corpus(tmp_path, sources, corpus):
 
 def test_other_seed_other_performances(tmp_path, sources, corpus):
     out = tmp_path / "seed4"
-    build(str(sources), out, workers=1, options=BuildOptions(seed=4), progress=False)
+    build(str(sources), out, workers=1, options=BuildOptions(seed=4, soundfonts="bundled"), progress=False)
     a, b = Corpus(corpus), Corpus(out)
     assert a.info("alpha")["performances"] != b.info("alpha")["performances"]
 
@@ -98,7 +98,7 @@ def test_resume_skips_finished_pieces_and_redoes_half_written_ones(tmp_path, cor
     shutil.rmtree(out / "pieces" / "beta")  # as if killed before beta was finished
     (out / "pieces" / ".gamma.tmp").mkdir()  # a half-written folder of a killed worker
     src = Corpus(out).manifest["source"]
-    summary = build(src, out, workers=1, options=BuildOptions(seed=3), progress=False)
+    summary = build(src, out, workers=1, options=BuildOptions(seed=3, soundfonts="bundled"), progress=False)
     assert summary["already_done"] == 3 and summary["rendered_now"] == 1
     assert set(Corpus(out).piece_ids) == GOOD
     np.testing.assert_array_equal(Corpus(out).onsets("beta"), Corpus(corpus).onsets("beta"))
