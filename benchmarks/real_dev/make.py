@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audiosheet.lilypond import fix_include_case
+
 REPO = Path(__file__).resolve().parents[2]
 SCANS = REPO.parent / "shared" / "data" / "real_scans"
 EXCERPT = 30.0  # seconds of each query
@@ -268,19 +270,6 @@ def piece_folder(ly_rel: str) -> str:
     return "/".join(ly_rel.split("/")[:3])
 
 
-def _fix_include_case(root: Path) -> None:
-    """Some Mutopia pieces \\include a file under another letter case than its name (they were
-    made on case-insensitive file systems): add a copy under the name asked for."""
-    for f in list(root.rglob("*.ly")) + list(root.rglob("*.ily")):
-        for name in re.findall(r'\\include\s+"([^"]+)"', f.read_text(errors="replace")):
-            want = f.parent / name
-            if want.exists() or not want.parent.is_dir():
-                continue
-            match = [g for g in want.parent.iterdir() if g.name.lower() == want.name.lower()]
-            if match:
-                shutil.copy(match[0], want)
-
-
 def compile_midi(mut: Mutopia, ly_rel: str, work: Path, force: bool) -> tuple[Path, dict]:
     """LilyPond → MIDI (cached). Returns (midi path, header fields)."""
     key = re.sub(r"[^A-Za-z0-9]+", "_", ly_rel.rsplit(".", 1)[0])
@@ -291,7 +280,7 @@ def compile_midi(mut: Mutopia, ly_rel: str, work: Path, force: bool) -> tuple[Pa
     if not src_root.exists():
         mut.export_dir(piece_folder(ly_rel), src_root)
     ly = src_root / ly_rel.split("/", 3)[3]
-    _fix_include_case(src_root)
+    fix_include_case(src_root)
     text = ly.read_text(errors="replace")
     fields = r"license|mutopiacopyright|copyright|maintainer|mutopiatitle|mutopiaopus|source|title"
     header = {}

@@ -156,7 +156,15 @@ def prepare_sources(folder: Path, main: Path, timeout: float = 120) -> list[str]
         r = subprocess.run(cmd + [str(f)], capture_output=True, text=True, timeout=timeout)
         if r.returncode:
             notes.append(f"convert-ly {f.name}: {' '.join(r.stderr.split())[:160]}")
-    for f in files:
+    fix_include_case(folder)
+    return notes
+
+
+def fix_include_case(folder: Path) -> None:
+    """Some Mutopia pieces \\include a file under another letter case than its name (made on
+    case-insensitive file systems): add a copy under the name asked for, in ``folder`` (a
+    private copy of the piece)."""
+    for f in sorted(set(folder.rglob("*.ly")) | set(folder.rglob("*.ily"))):
         for name in _INCLUDE.findall(f.read_text(errors="replace")):
             want = f.parent / name
             if want.exists() or not want.parent.is_dir():
@@ -164,7 +172,6 @@ def prepare_sources(folder: Path, main: Path, timeout: float = 120) -> list[str]
             match = [g for g in want.parent.iterdir() if g.name.lower() == want.name.lower()]
             if match:
                 shutil.copy(match[0], want)
-    return notes
 
 
 def compile_score(main: Path, out_dir: Path, style: LilyStyle, timeout: float = 600) -> dict:
