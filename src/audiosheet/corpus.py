@@ -570,9 +570,7 @@ def split_constraints(source: str, hold_out: str | Path | None = None) -> dict[s
         numbers = {m.group(1) for p in bach.glob("bwv*") if (m := _BWV.match(p.name))}
     except Exception:
         numbers = set()
-    card = Path(__file__).with_name("pretrained") / "snippet-bl2-att84.json"
-    held = json.loads(card.read_text()).get("corpus", {}).get("held_out_pieces", {}) if card.is_file() else {}
-    test = {m.group(1) for pid in held if (m := _BWV.match(pid.split("-", 1)[-1]))}
+    test = {m.group(1) for pid in reference_test() if (m := _BWV.match(pid.split("-", 1)[-1]))}
     for n in numbers | test:
         fixed.setdefault(f"bwv:{n}", "test" if n in test else "train")
     return fixed
@@ -656,12 +654,9 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     if source == "music21" and opts.seed == 0:
         ref = reference_test()
         if ref:
-            moved = [p for p in splits["test"] if p not in ref]
-            splits = {"train": sorted(splits["train"] + moved),
+            splits = {"train": sorted(p for p in splits["train"] + splits["test"] if p not in ref),
                       "valid": sorted(p for p in splits["valid"] if p not in ref),
-                      "test": sorted([p for p in splits["test"] if p in ref]
-                                     + [p for p in splits["train"] + splits["valid"] if p in ref])}
-            splits["train"] = [p for p in splits["train"] if p not in ref]
+                      "test": sorted(p for ids in splits.values() for p in ids if p in ref)}
     split_of = {pid: sp for sp, ids in splits.items() for pid in ids}
 
     # stage 2
