@@ -1,6 +1,6 @@
 """Identification options and the confidence of ``identify``, measured on development folders.
 
-    python benchmarks/calibrate.py FOLDER [FOLDER ...] [--fit FOLDER ...] [--only VARIANTS] [--out DIR]
+    python benchmarks/calibrate.py FOLDER [FOLDER ...] [--fit FOLDER ...] [--only VARIANTS] [--model M] [--out DIR]
 
 Every FOLDER is in the layout of ``audiosheet evaluate folder`` (sheets/, queries/, labels.tsv).
 For each, the reference ``vote`` and the four ``dtw`` variants — shortlist by raw votes or by
@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--variant", default="dtw rate/margin")
     ap.add_argument("--out", type=Path, default=Path("calibrate_out"))
     ap.add_argument("--only", default=None, help="comma-separated variant names to run")
+    ap.add_argument("--model", default=None, help="snippet model (default: the shipped one); each model "
+                    "indexes its own collection in the folder")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     runs = {}
@@ -102,7 +104,7 @@ def main() -> None:
             if path.exists():
                 res = json.loads(path.read_text())
             else:
-                res = evaluate_folder(folder, method=method, progress=True, **opts)
+                res = evaluate_folder(folder, method=method, model=a.model, progress=True, **opts)
                 path.write_text(json.dumps(res, indent=1) + "\n")
             runs[(folder, name)] = res
     coef = ident.CONFIDENCE

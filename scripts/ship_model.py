@@ -50,6 +50,8 @@ def main() -> int:
                     "snippets/passages --pairs 2000` on this checkpoint, instead of measuring it again")
     ap.add_argument("--attach", action="append", default=[], metavar="NAME=JSON",
                     help="a further measurement's JSON output to keep in the card (e.g. variants, identification)")
+    ap.add_argument("--build", default=None,
+                    help="how CORPUS was built, for the card (default: the music21 build command)")
     ap.add_argument("--then", action="append", default=[],
                     help="a further command that made the checkpoint (e.g. audiosheet fit-cca ...), for the card")
     a = ap.parse_args()
@@ -97,9 +99,9 @@ def main() -> int:
                    "test_only": corpus.manifest.get("test_only_combination"),
                    "strip_geometry": corpus.manifest.get("strip_geometry", "engraver boxes (before issue 4)"),
                    "held_out_pieces": {pid: len(corpus.info(pid)["pages"]) for pid in corpus.split("test")},
-                   "build": "audiosheet corpus build --source music21 --out CORPUS --workers 2"
-                            + ("; audiosheet corpus restrip CORPUS" if corpus.manifest.get("strip_geometry")
-                               else "")},
+                   "build": a.build or ("audiosheet corpus build --source music21 --out CORPUS --workers 2"
+                                        + ("; audiosheet corpus restrip CORPUS"
+                                           if corpus.manifest.get("strip_geometry") else ""))},
         "initialised_from": _init(train),
         "test_metrics": metrics["2000"],
         **({"test_metrics_10000": metrics["10000"]} if "10000" in metrics else {}),

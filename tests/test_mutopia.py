@@ -134,8 +134,8 @@ def test_assign_splits_fixed_works_go_where_they_must():
 def test_split_constraints_follow_music21_for_bach():
     fixed = corpus_mod.split_constraints("mutopia:/x")
     assert fixed.get("cat:chopin:op25") == "test"
-    held = json.loads((corpus_mod.Path(corpus_mod.__file__).with_name("pretrained")
-                       / "snippet-bl2-att84.json").read_text())["corpus"]["held_out_pieces"]
+    held = corpus_mod.reference_test()
+    assert len(held) == 207 and all(not p.startswith("mutopia-") for p in held)
     bwv = next(p for p in held if p.startswith("bach-bwv")).split("bwv")[1].split(".")[0]
     assert fixed[f"bwv:{bwv}"] == "test"
     assert corpus_mod.split_constraints("music21") == {}
@@ -346,3 +346,24 @@ def test_restrip_variants_and_training_pairs_read_lilypond_pieces(tmp_path):
     pairs = SnippetPairs(c, "all")
     sheet, audio = pairs[len(pairs) // 2]
     assert sheet.shape == (1, 80, 100) and audio.shape[:2] == (1, 92) and sheet.max() > 0.5
+
+
+def test_overlapping_pieces_of_a_folder_are_left_out():
+    from audiosheet.mutopia import chord_sequence, overlapping
+
+    rng = np.random.default_rng(0)
+
+    def movement(n):
+        on = np.arange(n) * 0.25
+        return np.column_stack([on, np.full(n, 0.25), rng.integers(40, 90, n)]).astype(float)
+
+    b, c = movement(300), movement(200)
+    whole = np.vstack([b, c + [b[-1, 0] + 1.0, 0, 0]])  # the whole work: both movements in a row
+    chord = np.array([[0.0, 1.0, 60], [0.0, 1.0, 64], [0.5, 1.0, 62]])
+    assert chord_sequence(chord) == [(60, 64), (62,)]
+    pieces = {"w-all": ("f", whole), "w-1": ("f", b), "w-2": ("f", c), "w-1-copy": ("f", b.copy()),
+              "other-1": ("g", b.copy()), "other-2": ("g", movement(300))}
+    drop = overlapping(pieces)
+    assert set(drop) == {"w-all", "w-1-copy"}  # another folder's copy is not this folder's business
+    assert "holds the music of w-1" in drop["w-all"] and "same music as w-1" in drop["w-1-copy"]
+    assert overlapping({"a": ("f", b), "b": ("f", c)}) == {}  # different music: both kept

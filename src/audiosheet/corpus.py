@@ -11,7 +11,8 @@ Layout of a corpus folder::
                          folder, or "mutopia": then also its Mutopia folder, file and header)
     scores/ID.musicxml.gz          its piano grand-staff MusicXML (not for Mutopia pieces:
                                    LilyPond engraves their own source, see audiosheet.lilypond)
-    skipped.tsv          Mutopia folders/files not taken (not keyboard solo, no score file)
+    skipped.tsv          Mutopia folders/files not taken (not keyboard solo, no score file, music
+                         another piece of the folder has)
     pieces/ID/piece.json           stage 2: layout style, systems, performances
     pieces/ID/page_N.png           grayscale pages, ~100 dpi
     pieces/ID/noteheads.npz        one row per notehead: page, x, y, w, h, staff, system, pitch,
@@ -553,6 +554,25 @@ def _mutopia_sources(source: str, out: Path):
                                                    "not_taken": len(skipped)}
 
 
+def _leave_out_overlaps(out: Path, built: set[str], mut_pieces: dict) -> dict[str, str]:
+    """Built Mutopia pieces whose music another piece of their folder has
+    (``mutopia.overlapping``), appended to out/skipped.tsv with the reason; their files stay
+    (a later build finds them done) but they are in no split."""
+    from .mutopia import overlapping
+
+    notes = {}
+    for pid in sorted(built):
+        if pid in mut_pieces:
+            with np.load(out / "pieces" / pid / "notes.npz") as z:
+                notes[pid] = (mut_pieces[pid].folder, z["notes"])
+    drop = overlapping(notes)
+    if drop:
+        with open(out / "skipped.tsv", "a") as f:
+            for pid, reason in sorted(drop.items()):
+                f.write(f"{mut_pieces[pid].folder}/{mut_pieces[pid].main}\t{pid}: {reason}\n")
+    return drop
+
+
 def split_constraints(source: str, hold_out: str | Path | None = None) -> dict[str, str]:
     """Work key → split decided before hashing, for sources other than music21 (whose splits are
     the reference): the works held out of training (``mutopia.held_out_keys``: the real-material
@@ -580,15 +600,13 @@ _BWV = re.compile(r"bwv(\d+)")
 
 
 def reference_test() -> set[str]:
-    """The music21 pieces of the shipped snippet model's test split (its card's
-    ``held_out_pieces``: the full music21 build's test split). A music21 build keeps them in test
-    and no other piece there, also when it builds only some pieces (``pieces``, ``limit``: work
-    groups joined through pieces left out would otherwise fall elsewhere), so no model is tested
-    on a piece the shipped one was trained on."""
-    card = Path(__file__).with_name("pretrained") / "snippet-bl2-att84.json"
-    if not card.is_file():
-        return set()
-    return set(json.loads(card.read_text()).get("corpus", {}).get("held_out_pieces", {}))
+    """The music21 pieces of the reference test split (``data/reference_test_music21.txt``: the
+    full music21 build's test split, held out by every shipped model since the first). A music21
+    build keeps them in test and no other piece there, also when it builds only some pieces
+    (``pieces``, ``limit``: work groups joined through pieces left out would otherwise fall
+    elsewhere), so no model is tested on a piece a shipped one was trained on."""
+    path = Path(__file__).with_name("data") / "reference_test_music21.txt"
+    return {ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
 
 
 def build(source: str, out: str | Path, limit: int | None = None, workers: int = 2,
@@ -679,6 +697,8 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
             failures[pid] = (by_id[pid].path, *fail)
             render_failed += 1
     built = {pid for pid in metas if (out / "pieces" / pid / "piece.json").exists()}
+    overlap = _leave_out_overlaps(out, built, mut_pieces) if mutopia else {}
+    built -= set(overlap)
     splits = {sp: [p for p in ids if p in built] for sp, ids in splits.items()}
     _write_json(out / "splits.json", splits)
     write_works(out, {pid: metas[pid] for pid in built}, splits)
@@ -710,7 +730,7 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
         key = f"{stage}: {reason.split(' (')[0]}"
         reasons[key] = reasons.get(key, 0) + 1
     summary = {"sources": len(sources), "pieces": manifest["pieces"], "rendered_now": len(todo) - render_failed,
-        "not_taken": mut_info["not_taken"] if mut_info else 0,
+        "not_taken": mut_info["not_taken"] if mut_info else 0, "overlapping": len(overlap),
         "already_done": done,
         "failed": len(failures), "failures_by_reason": reasons, "splits": manifest["splits"],
         "seconds": {"scores": round(t2 - t1, 1), "render": round(time.time() - t2, 1),

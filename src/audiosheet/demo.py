@@ -17,8 +17,9 @@ import numpy as np
 
 
 def held_out_pieces(model: str, max_pages: int = 3) -> list[str]:
-    """Pieces of the model's corpus test split (in neither its training nor its validation data)
-    with at most ``max_pages`` pages."""
+    """music21 pieces of the model's corpus test split (in neither its training nor its validation
+    data) with at most ``max_pages`` pages: the demo engraves them from music21's corpus."""
+    from .corpus import reference_test
     from .model import shipped_models
 
     card = next((c for c in shipped_models() if c["name"] == model), None)
@@ -27,7 +28,8 @@ def held_out_pieces(model: str, max_pages: int = 3) -> list[str]:
     held = card.get("corpus", {}).get("held_out_pieces")
     if not held:
         raise ValueError(f"{model}: its card lists no held-out pieces")
-    return sorted(p for p, n in held.items() if n <= max_pages)
+    music21 = reference_test()
+    return sorted(p for p, n in held.items() if n <= max_pages and p in music21)
 
 
 def run(out: str | Path, pieces: int = 8, queries: int = 6, seconds: float = 20.0,

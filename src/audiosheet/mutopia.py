@@ -254,3 +254,56 @@ def engrave_piece(root: str | Path, folder: str, main: str, rng, timeout: float 
         prepare_sources(src, main_path)
         eng = engrave_ly(main_path, Path(tmp) / "out", style, timeout=timeout)
     return eng, {**style_dict(style), "lilypond": lilypond_version()}
+
+
+def chord_sequence(notes) -> list[tuple[int, ...]]:
+    """A score's music as its sequence of chords: the sorted MIDI pitches sounding together at each
+    onset (``notes`` (n, 3): onset s, duration s, MIDI pitch)."""
+    import numpy as np
+
+    notes = np.asarray(notes, float)
+    if len(notes) == 0:
+        return []
+    notes = notes[np.lexsort((notes[:, 2], notes[:, 0]))]
+    new = np.r_[True, np.diff(notes[:, 0]) > 1e-6]
+    groups = np.split(notes[:, 2].astype(int), np.flatnonzero(new)[1:])
+    return [tuple(sorted(set(g.tolist()))) for g in groups]
+
+
+def overlapping(pieces: dict[str, tuple[str, object]], k: int = 8,
+                contained: float = 0.9) -> dict[str, str]:
+    """Pieces to leave out because another piece of the same folder has their music, with the
+    reason. ``pieces``: piece id → (folder, notes (n, 3)).
+
+    Some Mutopia folders hold a file of the whole work beside one file per movement (Bach's
+    partitas BWV 825–830), or the same music twice (a file with and without a title page;
+    Mozart K. 401 "two hands"). Kept both, a recording of a movement has two right scores and
+    identification tests mark one of them wrong. Piece B lies in piece A when at least
+    ``contained`` of B's chord k-grams (``chord_sequence``) occur in A. A piece holding another,
+    more than 10 % longer one is a compilation and is left out (its movements stay); of two
+    holding each other, the later id is left out."""
+    by_folder: dict[str, list[str]] = {}
+    for pid, (folder, _) in pieces.items():
+        by_folder.setdefault(folder, []).append(pid)
+    drop: dict[str, str] = {}
+    for folder, ids in by_folder.items():
+        if len(ids) < 2:
+            continue
+        grams = {}
+        for pid in ids:
+            seq = chord_sequence(pieces[pid][1])
+            grams[pid] = {tuple(seq[i:i + k]) for i in range(len(seq) - k + 1)}
+        def holds(a: str, b: str) -> bool:
+            return bool(grams[b]) and len(grams[a] & grams[b]) >= contained * len(grams[b])
+
+        for a in sorted(ids):  # compilations first, so a duplicate's twin is never one of them
+            b = next((b for b in sorted(ids) if b != a and holds(a, b)
+                      and len(grams[a]) > 1.1 * len(grams[b])), None)
+            if b:
+                drop[a] = f"holds the music of {b}, which is kept (a whole work beside its movements)"
+        for a in sorted(ids):
+            b = next((b for b in sorted(ids) if b < a and b not in drop and a not in drop
+                      and holds(a, b) and holds(b, a)), None)
+            if b:
+                drop[a] = f"the same music as {b}, which is kept"
+    return drop
