@@ -3,11 +3,13 @@
 Measures, in one run and on the same random batches:
   * plain: fp32, NCHW (the naive PyTorch step);
   * project: the step `audiosheet train` uses (channels-last + bf16 autocast);
-  * project + loading: the same with batches drawn and augmented from a corpus (``--corpus``);
+  * project + loading: the same with batches drawn and augmented from a corpus (``--corpus``),
+    without and with the real-world variety (``--variety P``, default 1; issue 16 asks the step
+    with it to stay at >= 0.8x the step without);
   * inference: audio and sheet snippets embedded per second (audiosheet.embed.Embedder, and the
     eager model for comparison).
 
-    python benchmarks/train_throughput.py --config bl2 [--corpus DIR] [--steps 20]
+    python benchmarks/train_throughput.py --config bl2 [--corpus DIR] [--variety 1] [--steps 20]
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--variety", type=float, default=1.0, help="variety factor of the second loading run")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.threads:
@@ -67,14 +70,16 @@ def main() -> None:
         from audiosheet.snippets import SnippetPairs
 
         data = SnippetPairs(a.corpus, "train", context=cfg.context)
-        sampler = PairSampler(data, TrainConfig())
         k = iter(range(10**9))
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            sampler(next(k), a.batch)
-        res["loading_pairs_s"] = a.steps * a.batch / (time.perf_counter() - t0)
-        res["project_with_loading_pairs_s"] = rate(
-            lambda: train_step(m, opt, *sampler(next(k), a.batch), True, True), a.steps, a.warmup, a.batch)
+        for tag, tc in (("", TrainConfig()), ("variety_", TrainConfig(variety=a.variety))):
+            sampler = PairSampler(data, tc)
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                sampler(next(k), a.batch)
+            res[f"{tag}loading_pairs_s"] = a.steps * a.batch / (time.perf_counter() - t0)
+            res[f"project_with_{tag}loading_pairs_s"] = rate(
+                lambda: train_step(m, opt, *sampler(next(k), a.batch), True, True), a.steps, a.warmup, a.batch)
+        res["variety_step_ratio"] = res["project_with_variety_loading_pairs_s"] / res["project_with_loading_pairs_s"]
 
     from audiosheet.embed import Embedder
 

@@ -89,8 +89,13 @@ def _train(a) -> int:
 
     overrides = {k: getattr(a, k) for k in ("lr", "epoch_samples", "patience", "refinements", "seed",
                                              "threads", "val_pairs", "cca_pairs", "batch", "snapshot_every",
-                                             "augment", "boundary_jitter")
+                                             "augment", "variety", "boundary_jitter")
                  if getattr(a, k) is not None}
+    if a.variety_set:
+        try:
+            overrides["variety_settings"] = json.loads(a.variety_set)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--variety-set: not JSON ({exc})") from None
     if a.freeze_cnn:
         overrides["freeze_cnn"] = True
     if a.max_samples is not None:
@@ -525,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", type=float, default=None,
                    help="fine-tuning augmentation: the pre-training augmentations with their "
                         "probabilities times this (0: off, the default; 1: as in pre-training)")
+    t.add_argument("--variety", type=float, default=None,
+                   help="real-world variety (scans, photos, low resolution; timing, pedal, rooms, "
+                        "noise, codecs, band limits; audiosheet.variety): its probabilities times "
+                        "this (0: off, the default; 1: as documented)")
+    t.add_argument("--variety-set", default=None, help="JSON of single variety settings, e.g. "
+                   "'{\"p_codec\": 0}' (switches the codec simulation off)")
     t.add_argument("--boundary-jitter", type=float, default=None, help="passage models: move training "
                    "audio passages' start and end by up to this fraction of their length (default 0)")
     t.add_argument("--freeze-cnn", action="store_true", help="passage models: keep the per-snippet "

@@ -16,7 +16,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,10 @@ class TrainConfig:
     seed: int = 0  # sampling and augmentation seed
     augment: float = 0.0  # fine-tuning augmentation (``augment`` pipelines): every step's
     #   pre-training probability times this (0: off); geometry kept small so pairs stay aligned
+    variety: float = 0.0  # real-world variety (``variety.VarietyConfig``: scans, photos, low
+    #   resolution; timing, dynamics, pedal, rooms, noise, codecs, band limits): its probabilities
+    #   times this (0: off; 1: the defaults)
+    variety_settings: dict = field(default_factory=dict)  # single VarietyConfig fields, e.g. {"p_codec": 0}
     boundary_jitter: float = 0.0  # passage models: move each training audio passage's start and end
     #   by up to this fraction of its length (imprecise boundaries; queries cut without them)
     freeze_cnn: bool = False  # passage models: keep the per-snippet CNN's convolutions as
@@ -80,7 +84,10 @@ class PairSampler:
     """
 
     def __init__(self, data: SnippetPairs, cfg: TrainConfig):
+        from .variety import VarietyConfig
+
         self.data, self.cfg = data, cfg
+        self.variety = VarietyConfig.build(cfg.variety, cfg.variety_settings) if cfg.variety > 0 else None
 
     def indices(self, step: int, batch: int) -> np.ndarray:
         rng = np.random.default_rng([self.cfg.seed, step])
@@ -98,12 +105,21 @@ class PairSampler:
             x = int(round(float(p.strip_x[note])))
             crops[b] = _window(p.strip.T, x - SHEET_CROP_W // 2, SHEET_CROP_W, 255).T
             audios[b] = data.audio(piece, note, perf, int(dts[b]))
+        if self.variety is not None and self.variety.sheet_on:
+            from .variety import sheet_variety
+
+            crops = sheet_variety(crops, self.variety, np.random.default_rng([cfg.seed, step, 3]))
         sheets = 1.0 - torch.from_numpy(crops).float().div_(255.0)
         scale = rng.uniform(*cfg.scale, size=batch)
         shift = rng.uniform(-cfg.system_shift, cfg.system_shift, size=batch)
         sheets, audios = warp_sheets(sheets, scale, shift), torch.from_numpy(audios)[:, None]
         if cfg.augment > 0:
             sheets, audios = self._augment(step, sheets, idx, dts)
+        if self.variety is not None and self.variety.audio_on:
+            from .variety import audio_variety
+
+            g = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 4]).integers(2**62)))
+            audios = audio_variety(audios, self.variety, g)
         return sheets, audios
 
     def _augment(self, step: int, sheets: torch.Tensor, idx, dts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,6 +355,15 @@ def train(corpus: str | Path, out: str | Path, model_cfg: ModelConfig | None = N
     if not 0.0 <= train_cfg.augment <= 10.0:
         raise TrainError(f"--augment {train_cfg.augment}: a factor on the augmentation "
                          "probabilities, 0 (off) to 10")
+    if not 0.0 <= train_cfg.variety <= 10.0:
+        raise TrainError(f"--variety {train_cfg.variety}: a factor on the real-world variety "
+                         "probabilities, 0 (off) to 10")
+    try:
+        from .variety import VarietyConfig
+
+        VarietyConfig.build(train_cfg.variety, train_cfg.variety_settings)
+    except (ValueError, TypeError) as exc:
+        raise TrainError(f"--variety-set: {exc}") from None
 
     make = _passage_task if getattr(model_cfg, "kind", None) == "passage" else _snippet_task
     task = make(corpus, model_cfg, train_cfg, init_audio, init_sheet, log, progress)
