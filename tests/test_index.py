@@ -83,6 +83,37 @@ def test_collection_refuses_another_model(coll_path, tmp_path):
         Collection(coll_path, model=str(other))
 
 
+def test_reembed_copies_a_collection_with_another_model(coll_path, tmp_path, capsys):
+    from audiosheet.model import SnippetModel, load_config, save_checkpoint
+    from audiosheet.reembed import reembed
+
+    src = Collection(coll_path)
+    before = {i.sha256: src.data(i)["emb"].copy() for i in src.items()}
+    # the same model: the same embeddings (sheets bit for bit; audio from the float16 spectrogram)
+    same = reembed(coll_path, tmp_path / "same", progress=False)
+    assert same["items"] == 8 and not same["failed"]
+    c = Collection(tmp_path / "same")
+    assert [(i.name, i.kind, i.sha256, i.n) for i in c.items()] == \
+        [(i.name, i.kind, i.sha256, i.n) for i in src.items()]
+    for i in c.items():
+        tol = 0.0 if i.kind == "sheet" else 0.02
+        assert np.abs(c.data(i)["emb"] - before[i.sha256]).max() <= tol + 2e-3  # float16 storage
+    audio = src.items("audio")[0]
+    assert c.identify(audio.path, top=1).results[0].piece == src.identify(audio.path, top=1).results[0].piece
+    # another model: other embeddings, the same items; the source is unchanged
+    other = save_checkpoint(SnippetModel(load_config("bl2_att84")), tmp_path / "other.safetensors")
+    assert main(["index", "reembed", "--db", str(coll_path), "--out", str(tmp_path / "other"),
+                 "--model", str(other), "--quiet"]) == 0
+    assert "8 item(s) re-embedded" in capsys.readouterr().out
+    o = Collection(tmp_path / "other")
+    assert o.settings["model_sha256"] != src.settings["model_sha256"] and len(o) == 8
+    assert not np.allclose(o.data(o.items()[0])["emb"], before[o.items()[0].sha256], atol=1e-2)
+    assert all(np.array_equal(Collection(coll_path).data(i)["emb"], before[i.sha256])
+               for i in Collection(coll_path).items())
+    with pytest.raises(CollectionError, match="already holds 8 items"):
+        reembed(coll_path, tmp_path / "same", progress=False)
+
+
 def test_identify_audio_finds_score_and_passage(coll_path, files):
     c = Collection(coll_path)
     hits = 0

@@ -251,6 +251,17 @@ def _index_passages(a) -> int:
     return 0
 
 
+def _index_reembed(a) -> int:
+    from .reembed import reembed
+
+    rep = reembed(a.db, a.out, model=a.model, progress=not a.quiet)
+    for _, reason in rep["failed"]:
+        print(f"FAILED  {reason}", file=sys.stderr)
+    print(f"{a.out}: {rep['items']} item(s) re-embedded from {a.db} in {rep['seconds']:.0f} s"
+          + (f"; {len(rep['failed'])} failed" if rep["failed"] else ""))
+    return 1 if rep["failed"] else 0
+
+
 def _index_list(a) -> int:
     from dataclasses import asdict
 
@@ -664,6 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
     il.add_argument("--db", required=True)
     il.add_argument("--json", action="store_true")
     il.set_defaults(func=_index_list)
+    ie = ixs.add_parser("reembed", help="copy a collection into a new one embedded with another "
+                        "snippet model, from the kept front-end data (no file is read again)")
+    ie.add_argument("--db", required=True, help="the collection to copy (left unchanged)")
+    ie.add_argument("--out", required=True, help="the new collection's folder")
+    ie.add_argument("--model", default=None, help="snippet model (default: the shipped one)")
+    ie.add_argument("--quiet", action="store_true")
+    ie.set_defaults(func=_index_reembed)
     ir = ixs.add_parser("remove", help="remove items (by id, name, path or content hash)")
     ir.add_argument("--db", required=True)
     ir.add_argument("items", nargs="+")

@@ -291,7 +291,7 @@ class Collection:
             ckpt = self._recorded_model(
                 name, lambda exc: f"{self.root}: its model is not available here ({exc})",
                 f"{self.root}: model {name} here differs from the one the collection was indexed "
-                f"with; re-index into a new --db")
+                f"with; re-index into a new --db, or copy it with 'audiosheet index reembed'")
             self._embedder = Embedder(load_model(ckpt))
         return self._embedder
 
