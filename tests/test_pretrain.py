@@ -129,3 +129,21 @@ def test_pool_keeps_valid_and_test_out(corpus, tmp_path):
     # resumable: a second run writes nothing
     again = build_pool(corpus, tmp_path / "pool", PoolOptions(monophonic=0, seed=1), workers=1, progress=False)
     assert again["written_now"] == 0 and again["pieces"] == len(train)
+
+
+def test_pretraining_can_start_from_a_trained_encoder(files, tiny_config, tmp_path):
+    from audiosheet.model import save_checkpoint
+
+    start = SnippetModel(TINY_ATT)
+    ckpt = save_checkpoint(start, tmp_path / "start.safetensors")
+    cfg = PretrainConfig(modality="sheet", model=tiny_config, batch=16, checkpoint_every=1, threads=1,
+                         max_steps=1, lr=1e-12, init=str(ckpt))  # one vanishing step: still the start
+    pretrain([files / "sheets"], tmp_path / "run", cfg, workers=1, progress=False, log=lambda m: None)
+    _, state, _ = read_checkpoint(tmp_path / "run" / "last.safetensors")
+    ref = start.state_dict()
+    keys = [k for k in state if k.startswith("sheet_net") and state[k].is_floating_point()]
+    assert keys and all(torch.allclose(state[k], ref[k], atol=1e-6) for k in keys if "running" not in k)
+    with pytest.raises(PretrainError, match="--init"):
+        pretrain([files / "sheets"], tmp_path / "bad", PretrainConfig(
+            modality="sheet", model=tiny_config, max_steps=1, init=str(tmp_path / "none.safetensors")),
+            workers=1, progress=False, log=lambda m: None)

@@ -122,7 +122,7 @@ def _pretrain(a) -> int:
         if not a.modality or not a.data:
             raise ValueError("pretrain: --modality and --data are needed for a new run")
         kw = {k: getattr(a, k) for k in ("batch", "lr", "temperature", "seed", "threads", "max_minutes",
-                                         "checkpoint_every") if getattr(a, k) is not None}
+                                         "checkpoint_every", "init") if getattr(a, k) is not None}
         if a.augment:
             kw["augment"] = json.loads(a.augment)
         cfg = PretrainConfig(modality=a.modality, model=a.config, **kw)
@@ -570,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--temperature", type=float, default=None, help="default: 0.6 audio, 0.5 sheet")
     pt.add_argument("--augment", default=None, help="JSON overrides of the augmentation settings, "
                     "e.g. '{\"p_stretch\": 0.6}'")
+    pt.add_argument("--init", default=None, help="start the encoder from this model's pathway (a "
+                    "shipped model's name or a checkpoint) instead of random weights")
     pt.add_argument("--checkpoint-every", type=int, default=None, help="steps (default 25)")
     pt.add_argument("--seed", type=int, default=None)
     pt.add_argument("--threads", type=int, default=None)

@@ -70,6 +70,8 @@ class PretrainConfig:
     channels_last: bool = True
     bf16: bool = True
     augment: dict = field(default_factory=dict)  # overrides of SheetAugConfig / AudioAugConfig
+    init: str = ""  # start the encoder from this checkpoint's pathway (a trained model: continued,
+    #   domain-adaptive pre-training on new material) instead of from random weights
 
     def resolved(self) -> "PretrainConfig":
         if self.modality not in REFERENCE:
@@ -296,6 +298,14 @@ def pretrain(data_paths, out: str | Path, cfg: PretrainConfig | None = None, res
         f"{len(val.files) if val is not data else 0} held out, {len(data.failed) + len(val.failed if val is not data else {})} unreadable")
 
     model = SnippetModel(model_cfg)
+    if cfg.init and not resume:
+        from .model import load_encoder, resolve_model
+
+        try:
+            load_encoder(model, resolve_model(cfg.init), cfg.modality)
+        except (ValueError, OSError) as exc:
+            raise PretrainError(f"--init {cfg.init}: {exc}") from None
+        log(f"{cfg.modality} encoder initialised from {cfg.init}")
     enc = Encoder(model, cfg.modality)
     head = ProjectionHead(model_cfg.embed_dim, cfg.head_hidden, cfg.head_out)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
