@@ -177,6 +177,28 @@ def test_evaluate_folder(files, tmp_path, capsys):
     assert res["open_set_fpr"] == 0.0 and res["unlabelled"] == ["stray.flac"]
     assert [r["query"] for r in res["per_query"]] == ["alpha.flac", "gamma.flac", "delta.flac"]
     assert "unlabelled stray.flac" in capsys.readouterr().err
+    # another model: its collection is copied from the first one (same front end), not re-read
+    from audiosheet import Collection
+    from audiosheet.evaluate import evaluate_folder
+    from audiosheet.model import load_model, save_checkpoint
+
+    other = save_checkpoint(load_model("snippet-bl2-att84"), tmp_path / "other.safetensors",
+                            {"note": "the shipped weights under another file"})
+    first = next(dev.glob(".collection-*"))
+    import audiosheet.pages as pages_mod
+
+    def no_reading(*a, **k):
+        raise AssertionError("a page was read again")
+
+    orig, pages_mod.ingest_sheet = pages_mod.ingest_sheet, no_reading
+    try:
+        again = evaluate_folder(dev, model=str(other))
+    finally:
+        pages_mod.ingest_sheet = orig
+    colls = sorted(dev.glob(".collection-*"))
+    assert len(colls) == 2 and again["top1"] == res["top1"] and again["queries"] == 2
+    fe = {Collection(c, create=False).settings["front_end"] for c in colls}
+    assert fe == {Collection(first, create=False).settings["front_end"]}
     (dev / "labels.tsv").write_text("alpha.flac\talpah\n")  # a typo: a failure, with a suggestion
     assert main(["evaluate", "folder", str(dev), "--quiet"]) == 1
     assert "did you mean 'alpha'?" in capsys.readouterr().err

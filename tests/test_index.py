@@ -93,6 +93,7 @@ def test_reembed_copies_a_collection_with_another_model(coll_path, tmp_path, cap
     same = reembed(coll_path, tmp_path / "same", progress=False)
     assert same["items"] == 8 and not same["failed"]
     c = Collection(tmp_path / "same")
+    assert c.settings["front_end"] == src.settings["front_end"]  # the strips are the source's
     assert [(i.name, i.kind, i.sha256, i.n) for i in c.items()] == \
         [(i.name, i.kind, i.sha256, i.n) for i in src.items()]
     for i in c.items():

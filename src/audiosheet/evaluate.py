@@ -247,7 +247,7 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     name → piece name; ``-`` for a query whose piece is not indexed: the open set).
     The sheets (and recordings) are indexed into ``db`` (default ``FOLDER/.collection-TAG``,
     reused on later runs; copied with ``reembed.reembed`` from another model's ``.collection-*``
-    there when there is one) and every query is identified with ``method`` (``options`` go to
+    there when one was made by today's front end) and every query is identified with ``method`` (``options`` go to
     ``identify``). Reports, over queries whose piece is indexed: top-1, top-5, MRR (a piece not
     ranked counts 0), shortlist recall (the piece among the items dtw re-ranked; vote: among the
     results), TPR (top-1 right and confident); over open-set queries: FPR (a confident match);
@@ -269,8 +269,12 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
                         if f.is_file() and not f.name.startswith(".") and f.name not in labelled)
     model = model or DEFAULT_MODEL
     db = Path(db) if db else folder / f".collection-{sha256_file(resolve_model(model))[:10]}"
-    if not (db / "collection.sqlite").exists():  # another model's collection of the folder: copy it
-        others = sorted((d for d in folder.glob(".collection-*") if (d / "collection.sqlite").is_file()),
+    if not (db / "collection.sqlite").exists():  # another model's collection of the folder, made
+        from .index import front_end_version  # by today's front end: copy it
+
+        others = [Collection(d, create=False) for d in folder.glob(".collection-*")
+                  if (d / "collection.sqlite").is_file()]
+        others = sorted((c.root for c in others if c.settings.get("front_end") == front_end_version()),
                         key=lambda d: -len(Collection(d, create=False)))
         if others:
             from .reembed import reembed

@@ -143,6 +143,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def front_end_version() -> str:
+    """A fingerprint of the code that turns files into strips and spectrograms (``pages``,
+    ``audio``, ``spectrogram``): a collection records the one it was indexed with, so stored
+    front-end data is reused (``reembed``) only where the same code would make it again."""
+    h = hashlib.sha256()
+    for name in ("pages.py", "audio.py", "spectrogram.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -244,7 +254,7 @@ class Collection:
                         "model_sha256": sha256_file(ckpt), "model_config": cfg.to_dict(),
                         "dim": cfg.embed_dim, "index": index, "approx_threshold": int(threshold),
                         "generation": 0, "sheet_hop": SHEET_HOP, "audio_hop": AUDIO_HOP,
-                        "created": _now()}
+                        "front_end": front_end_version(), "created": _now()}
             db.executemany("insert into settings values (?, ?)",
                            [(k, json.dumps(v)) for k, v in settings.items()])
         db.close()

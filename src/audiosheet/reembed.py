@@ -5,7 +5,9 @@ unrolled strip of a score (uint8, with the geometry back to the pages) and the s
 recording (float16). When a new model ships, or to compare models on the same material, those are
 cut into snippets again (``pages.sheet_snippets``, ``audio.audio_snippets``, with the source
 collection's hops) and embedded with the new model into a *new* collection; the source is never
-changed. Reading pages is most of the cost of indexing scans (staff detection, deskew: 28 of the
+changed. The copy records the source's front end (``index.front_end_version``): its strips and
+spectrograms are the ones that code made, not necessarily what today's would make. Reading pages
+is most of the cost of indexing scans (staff detection, deskew: 28 of the
 28 minutes of the 874 scanned pages of ``benchmarks/real_dev`` were not the model), so this is
 several times faster than indexing the files again.
 """
@@ -68,6 +70,8 @@ def reembed(source: str | Path, out: str | Path, model: str | None = None,
     items = src.items()
     failed: list[tuple[str, str]] = []
     with dst._writing():
+        with dst.db:  # the strips and spectrograms are the source's: so is their front end
+            dst._set("front_end", src.settings.get("front_end"))
         dst._export_query_model()
         pending, last = [], time.time()
         for it in tqdm(items, desc="re-embed", unit="item", disable=not progress, file=sys.stderr):
