@@ -97,8 +97,11 @@ def test_reembed_copies_a_collection_with_another_model(coll_path, tmp_path, cap
     assert [(i.name, i.kind, i.sha256, i.n) for i in c.items()] == \
         [(i.name, i.kind, i.sha256, i.n) for i in src.items()]
     for i in c.items():
-        tol = 0.0 if i.kind == "sheet" else 0.02
-        assert np.abs(c.data(i)["emb"] - before[i.sha256]).max() <= tol + 2e-3  # float16 storage
+        e, b = c.data(i)["emb"], before[i.sha256]
+        if i.kind == "sheet":
+            assert np.abs(e - b).max() <= 2e-3  # float16 storage
+        else:  # from the float16 spectrogram: nearly the same direction
+            assert (e * b).sum(1).min() > 0.995
     audio = src.items("audio")[0]
     assert c.identify(audio.path, top=1).results[0].piece == src.identify(audio.path, top=1).results[0].piece
     # another model: other embeddings, the same items; the source is unchanged
