@@ -247,8 +247,8 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     name → piece name; ``-`` for a query whose piece is not indexed: the open set).
     The sheets (and recordings) are indexed into ``db`` (default ``FOLDER/.collection-TAG``,
     reused on later runs; copied with ``reembed.reembed`` from another model's ``.collection-*``
-    there when one was made by today's front end) and every query is identified with ``method`` (``options`` go to
-    ``identify``). Reports, over queries whose piece is indexed: top-1, top-5, MRR (a piece not
+    there when one was made by today's front end) and every query is identified with ``method``
+    (``options`` go to ``identify``). Reports, over queries whose piece is indexed: top-1, top-5, MRR (a piece not
     ranked counts 0), shortlist recall (the piece among the items dtw re-ranked; vote: among the
     results), TPR (top-1 right and confident); over open-set queries: FPR (a confident match);
     the median latency of one query (front end, model, search, ranking); and per query its
@@ -272,14 +272,13 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     if not (db / "collection.sqlite").exists():  # another model's collection of the folder, made
         from .index import front_end_version  # by today's front end: copy it
 
-        others = [Collection(d, create=False) for d in folder.glob(".collection-*")
-                  if (d / "collection.sqlite").is_file()]
-        others = sorted((c.root for c in others if c.settings.get("front_end") == front_end_version()),
-                        key=lambda d: -len(Collection(d, create=False)))
+        others = [c for c in (Collection(d, create=False) for d in folder.glob(".collection-*")
+                              if (d / "collection.sqlite").is_file())
+                  if c.settings.get("front_end") == front_end_version()]
         if others:
             from .reembed import reembed
 
-            reembed(others[0], db, model=model, progress=progress)
+            reembed(max(others, key=len).root, db, model=model, progress=progress)
     coll = Collection(db, model=model)
     rep = coll.add([p for p in (folder / "sheets", folder / "recordings") if p.is_dir()], progress=progress)
     failed = list(rep.failed)
