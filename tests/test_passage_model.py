@@ -230,3 +230,25 @@ def test_system_chain_follows_consecutive_systems():
     assert system_chain(sim * 0.1, first, length, 16, tau=0.7, slack=2)[0] < 0
     short = length == 4
     assert system_chain(sim[short], first[short], length[short], 30, tau=0.7, slack=2)[0] == float("-inf")
+
+
+def test_passage_sampler_variety_keeps_lengths_and_is_seeded(corpus):
+    """Variety on whole passages: same window counts (the passage stays aligned), the same
+    batch for the same step, a changed input, and each modality switchable on its own."""
+    from audiosheet.train import PassageSampler
+    from audiosheet.variety import VarietyConfig
+
+    ds = PassagePairs(corpus, "all")
+    plain = PassageSampler(ds, TrainConfig(batch=6))(3, 6)
+    cfg = TrainConfig(batch=6, variety=3.0)
+    varied = PassageSampler(ds, cfg)(3, 6)
+    for k in (1, 3):  # window counts per passage unchanged
+        assert torch.equal(plain[k], varied[k])
+    for k in (0, 2):
+        assert plain[k].shape == varied[k].shape and not torch.equal(plain[k], varied[k])
+        assert torch.isfinite(varied[k]).all()
+    again = PassageSampler(ds, cfg)(3, 6)
+    assert all(torch.equal(a, b) for a, b in zip(varied, again))
+    audio_only = TrainConfig(batch=6, variety=3.0, variety_settings={f"p_{k}": 0.0 for k in VarietyConfig.SHEET})
+    a = PassageSampler(ds, audio_only)(3, 6)
+    assert torch.equal(a[0], plain[0]) and not torch.equal(a[2], plain[2])

@@ -528,10 +528,32 @@ passages cost about 5 snippet pairs each, so epochs and batches are smaller."""
 class PassageSampler:
     """Reproducible training batches of passages (sheet windows, lengths, audio windows, lengths);
     the sheet band is shifted vertically by up to ``system_shift`` px (batch ``k`` depends only on
-    (seed, k), so a resumed run continues the same sequence)."""
+    (seed, k), so a resumed run continues the same sequence). With ``cfg.variety`` > 0 each whole
+    passage gets the real-world variety of ``audiosheet.variety`` before it is cut into windows:
+    its sheet band a scan, photo or low resolution, its spectrogram the player, room, noise, codec
+    and band limits (the timing warp keeps both ends and the centre in place)."""
 
     def __init__(self, data, cfg: TrainConfig):
+        from .variety import VarietyConfig
+
         self.data, self.cfg = data, cfg
+        self.variety = VarietyConfig.build(cfg.variety, cfg.variety_settings) if cfg.variety > 0 else None
+
+    def _vary(self, step: int, bands: list, specs: list) -> tuple[list, list]:
+        """Variety on float32 sheet bands (80, W) (ink = 1) and spectrograms (92, T), one at a
+        time (their widths differ); seeded by (seed, step)."""
+        from .variety import audio_variety, sheet_variety
+
+        v, cfg = self.variety, self.cfg
+        if v.sheet_on:
+            rng = np.random.default_rng([cfg.seed, step, 3])
+            bands = [1.0 - sheet_variety(np.round((1.0 - b) * 255.0).astype(np.uint8)[None], v, rng)[0]
+                     .astype(np.float32) / 255.0 for b in bands]
+        if v.audio_on:
+            g = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 4]).integers(2**62)))
+            specs = [audio_variety(torch.from_numpy(np.ascontiguousarray(a))[None, None], v, g)[0, 0].numpy()
+                     for a in specs]
+        return bands, specs
 
     def __call__(self, step: int, batch: int):
         from .passages import collate, windows
@@ -540,12 +562,14 @@ class PassageSampler:
         rng = np.random.default_rng([cfg.seed, step])
         idx = rng.integers(0, len(d), size=batch)
         dys = rng.integers(-int(cfg.system_shift), int(cfg.system_shift) + 1, size=batch)
-        sheets = [windows(d.sheet(int(i), int(dy)), d.sheet_window, d.sheet_hop, 0.0)
-                  for i, dy in zip(idx, dys)]
+        bands = [d.sheet(int(i), int(dy)) for i, dy in zip(idx, dys)]
         span = (d.passages["t1"][idx] - d.passages["t0"][idx]).astype(np.float64)
         moves = np.round(rng.uniform(-1, 1, size=(batch, 2)) * cfg.boundary_jitter * span[:, None]).astype(int)
-        audios = [windows(d.audio(int(i), (int(m0), int(m1))), d.audio_window, d.audio_hop, 0.0)
-                  for i, (m0, m1) in zip(idx, moves)]
+        specs = [d.audio(int(i), (int(m0), int(m1))) for i, (m0, m1) in zip(idx, moves)]
+        if self.variety is not None:
+            bands, specs = self._vary(step, bands, specs)
+        sheets = [windows(b, d.sheet_window, d.sheet_hop, 0.0) for b in bands]
+        audios = [windows(a, d.audio_window, d.audio_hop, 0.0) for a in specs]
         s, ns = collate(sheets, torch=True)
         a, ms = collate(audios, torch=True)
         return s, ns, a, ms
