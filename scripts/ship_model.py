@@ -39,6 +39,15 @@ def _init(train: dict) -> dict | None:
     return out
 
 
+def _variety(train: dict) -> dict | None:
+    """Every probability and range of the run's real-world variety (``audiosheet.variety``), or None."""
+    if not train.get("variety"):
+        return None
+    from audiosheet.variety import VarietyConfig
+
+    return VarietyConfig.build(train["variety"], train.get("variety_settings") or {}).to_dict()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run folder of `audiosheet train`")
@@ -52,6 +61,8 @@ def main() -> int:
                     help="a further measurement's JSON output to keep in the card (e.g. variants, identification)")
     ap.add_argument("--build", default=None,
                     help="how CORPUS was built, for the card (default: the music21 build command)")
+    ap.add_argument("--pretraining", default=None,
+                    help="how an encoder was pre-trained before this run, for the card (default: none)")
     ap.add_argument("--then", action="append", default=[],
                     help="a further command that made the checkpoint (e.g. audiosheet fit-cca ...), for the card")
     a = ap.parse_args()
@@ -84,8 +95,12 @@ def main() -> int:
         "name": a.name,
         "kind": "passage" if passage else "snippet",
         "config": cfg.to_dict(),
-        "training": {k: train["train"][k] for k in ("lr", "weight_decay", "batch", "epoch_samples", "patience",
-                                                     "refinements", "max_samples", "cca_pairs", "seed")},
+        "training": {k: train["train"].get(k) for k in ("lr", "weight_decay", "batch", "epoch_samples", "patience",
+                                                         "refinements", "max_samples", "cca_pairs", "seed",
+                                                         "augment", "variety", "variety_settings",
+                                                         "boundary_jitter", "freeze_cnn")},
+        "variety_probabilities": _variety(train["train"]),
+        "pretraining": a.pretraining,
         "samples_seen": int(extra.get("samples", 0)),
         "epoch": int(extra.get("epoch", 0)),
         "train_wall_s": wall,
@@ -112,7 +127,10 @@ def main() -> int:
                               if train["train"].get(k))
                    + "".join(f" --init-{k} {Path(train[f'init_{k}']).name}" for k in ("audio", "sheet")
                              if train.get(f"init_{k}"))
-                   + (" --freeze-cnn" if train["train"].get("freeze_cnn") else ""),
+                   + (" --freeze-cnn" if train["train"].get("freeze_cnn") else "")
+                   + "".join(f" --{k} {train['train'][k]}" for k in ("augment", "variety") if train["train"].get(k))
+                   + (f" --variety-set '{json.dumps(train['train']['variety_settings'])}'"
+                      if train["train"].get("variety_settings") else ""),
         "then": a.then,
         "evaluate": f"audiosheet evaluate {'passages' if passage else 'snippets'} --corpus CORPUS "
                     f"--split test --model {a.name} --pairs 2000",
