@@ -5,7 +5,10 @@
 EVAL_DIR/NAME/ holds snippets-{clean,scanned,performed,scanned+performed}.json (``audiosheet
 evaluate snippets --pairs 2000 --json``) and real_dev.json (``audiosheet evaluate folder --json``).
 Prints one markdown row per model: snippet MRR a2s / s2a per test set, then the development set's
-dtw top-1, top-5, MRR, TPR and open-set FPR.
+dtw top-1, top-5, MRR, TPR and open-set FPR. Where a model's folder also holds piece
+identification runs (``audiosheet evaluate pieces --method dtw --json``) named
+pieces-{m21,mut,sp}-{a2s,s2a}.json (music21 test, Mutopia test, the scanned+performed variant of
+the union test), a second table gives their top-1 a2s / s2a.
 """
 from __future__ import annotations
 
@@ -46,7 +49,31 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|")
     for n in names:
         print(row(root / n))
+    piece_rows = [pieces_row(root / n) for n in names]
+    if any(r for r in piece_rows):
+        print()
+        print("| model | pieces music21 test | pieces Mutopia test | pieces scanned+performed |")
+        print("|---|---|---|---|")
+        for n, r in zip(names, piece_rows):
+            if r:
+                print(f"| {n} | " + " | ".join(r) + " |")
     return 0
+
+
+def pieces_row(d: Path) -> list[str] | None:
+    """top-1 a2s / s2a of the piece runs in ``d`` (``—`` where one is missing), or None if none."""
+    cells, found = [], False
+    for s in ("m21", "mut", "sp"):
+        vals = []
+        for direction in ("a2s", "s2a"):
+            f = d / f"pieces-{s}-{direction}.json"
+            if f.is_file():
+                found = True
+                vals.append(f"{json.loads(f.read_text())['top1']:.3f}")
+            else:
+                vals.append("—")
+        cells.append(" / ".join(vals))
+    return cells if found else None
 
 
 if __name__ == "__main__":
