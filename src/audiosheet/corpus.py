@@ -671,10 +671,9 @@ def build(source: str, out: str | Path, limit: int | None = None, workers: int =
     splits = assign_splits(metas, opts.seed, split_constraints(source, hold_out))
     if source == "music21" and opts.seed == 0:
         ref = reference_test()
-        if ref:
-            splits = {"train": sorted(p for p in splits["train"] + splits["test"] if p not in ref),
-                      "valid": sorted(p for p in splits["valid"] if p not in ref),
-                      "test": sorted(p for ids in splits.values() for p in ids if p in ref)}
+        splits = {"train": sorted(p for p in splits["train"] + splits["test"] if p not in ref),
+                  "valid": sorted(p for p in splits["valid"] if p not in ref),
+                  "test": sorted(p for ids in splits.values() for p in ids if p in ref)}
     split_of = {pid: sp for sp, ids in splits.items() for pid in ids}
 
     # stage 2
