@@ -335,3 +335,23 @@ def test_demo_end_to_end(tmp_path):
     assert len(list((tmp_path / "demo" / "files" / "sheets").glob("*.pdf"))) == 2
     rows = json.loads((tmp_path / "demo" / "demo.json").read_text())["rows"]
     assert all(r["true"] in r["query"] and len(r["top3"]) == 2 for r in rows)
+
+
+def test_evaluate_pieces_counts_an_unreadable_score_as_a_miss_and_goes_on(corpus, tmp_path):
+    """A score the page reader refuses (here a blank page) is reported and its piece counts as not
+    found; the other pieces are still evaluated."""
+    from PIL import Image
+
+    from audiosheet.corpus import export
+    from audiosheet.evaluate import evaluate_pieces
+
+    work = tmp_path / "work"
+    ids = export(corpus, work, split="all", workers=1, progress=False)["pieces"]
+    blank = work / "sheets" / f"{ids[0]}.pdf"
+    Image.new("L", (850, 1100), 255).save(blank)  # exported files are kept by a later export
+    r = evaluate_pieces(corpus, split="all", direction="a2s", method="dtw", query_seconds=10.0, work=work)
+    assert [u["file"] for u in r["unindexed"]] == [str(blank)]
+    assert r["queries"] == len(ids) and r["collection_items"] == len(ids) - 1
+    first = next(q for q in r["per_query"] if q["piece"] == ids[0])
+    assert first["rank"] is None
+    assert r["top1"] <= (len(ids) - 1) / len(ids)
