@@ -67,3 +67,31 @@ def test_shipped_passage_model_finds_recordings_of_scores(files, tmp_path, no_ne
         assert res.results[0].piece == pdf.stem, [(m.piece, m.score) for m in res.results]
         loc = res.results[0].location
         assert 0 <= loc["start_s"] < loc["end_s"]
+
+
+REAL_WORLD_METRICS = {  # issue 16: what the default snippet model's card must hold, name → fields
+    "snippets_music21_test": ("a2s", "s2a"), "snippets_mutopia_test": ("a2s", "s2a"),
+    "snippets_union_test_scanned": ("a2s", "s2a"), "snippets_union_test_performed": ("a2s", "s2a"),
+    "snippets_union_test_scanned+performed": ("a2s", "s2a"),
+    "pieces_music21_test_a2s_dtw": ("top1",), "pieces_music21_test_s2a_dtw": ("top1",),
+    "pieces_mutopia_test_a2s_dtw": ("top1",), "pieces_mutopia_test_s2a_dtw": ("top1",),
+    "pieces_scanned+performed_test_a2s_dtw": ("top1",), "pieces_scanned+performed_test_s2a_dtw": ("top1",),
+    "real_dev_dtw": ("top1", "top5", "MRR", "tpr", "open_set_fpr"),
+}
+
+
+def test_default_model_card_lists_every_real_world_metric():
+    """The default model's card holds each figure issue 16 ships on: clean test splits of each
+    corpus (snippets and pieces), the degraded variants, the real-material development set, and
+    the training's variety and pre-training settings."""
+    from audiosheet.index import DEFAULT_MODEL
+
+    card = next(c for c in shipped_models() if c["name"] == DEFAULT_MODEL)
+    om = card["other_measurements"]
+    for name, fields in REAL_WORLD_METRICS.items():
+        assert name in om, f"{card['name']}: card lacks {name}"
+        for f in fields:
+            v = om[name][f]["MRR"] if f in ("a2s", "s2a") else om[name][f]
+            assert 0.0 <= v <= 1.0, (name, f, v)
+    assert "variety" in card["training"] and "variety_settings" in card["training"]
+    assert "pretraining" in card, "the card says whether (and how) an encoder was pre-trained"

@@ -38,7 +38,7 @@ SHORTLIST = 20  # candidates re-ranked by dtw (10 before issue 14; chosen on the
 SHORTLISTS = ("votes", "rate")  # dtw shortlist: raw votes (before issue 14) or votes per √(snippets)
 RANKINGS = ("cost", "margin")  # dtw ranking: raw mean cosine (before) or margin over the reversed query
 SHORTLIST_BY, RANK_BY = "rate", "margin"  # chosen on the development sets (docs/identify.md)
-CONFIDENCE = (-4.69, 2.44)  # confidence(): sigmoid(a + b·lead z); fitted on the development sets
+CONFIDENCE = (-3.6, 1.95)  # confidence(): sigmoid(a + b·lead z); fitted on the development sets
 # (benchmarks/calibrate.py --fit; see docs/identify.md)
 CONFIDENT = 0.5  # a top result below this confidence is reported as "no confident match"
 SEGMENT_S = 30.0  # long recording queries are identified in segments of this length (seconds)
