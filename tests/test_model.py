@@ -229,3 +229,17 @@ def test_nt_xent_prefers_matching_views():
     head = ProjectionHead(32, 512, 32)
     out = head(x)
     assert out.shape == (64, 32) and torch.allclose(out.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+def test_saved_checkpoint_has_the_usual_file_mode(tmp_path):
+    """safetensors writes owner-only files; a saved checkpoint (a shipped model, too) is readable
+    by others under the usual umask 022."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        p = save_checkpoint(SnippetModel(load_config("bl2")), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644

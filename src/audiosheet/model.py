@@ -6,6 +6,7 @@ Plain ``nn.Module``s; every hyperparameter lives in ``ModelConfig`` and travels 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -323,6 +324,9 @@ def save_checkpoint(model: SnippetModel, path: str | Path, extra: dict | None = 
              if v.is_floating_point()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
+    mask = os.umask(0)  # safetensors creates the file owner-only (0600); give it the usual mode
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     tmp.replace(path)
     return path
 
