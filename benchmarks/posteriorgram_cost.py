@@ -54,34 +54,31 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
+    from audiosheet.audio import audio_snippets
     from audiosheet.embed import Embedder
     from audiosheet.index import AUDIO_HOP
     from audiosheet.model import load_model
-    from audiosheet.spectrogram import spectrogram
+    from audiosheet.spectrogram import DEFAULT, spectrogram
     from audiosheet.synth import Performance, available_soundfonts, render
 
     torch.set_num_threads(1)
     n = int(a.seconds / 0.25)
     notes = np.array([[i * 0.25, 0.5, 48 + (i * 7) % 36] for i in range(n)])
     audio = render(notes, Performance("TimGM6mb", 0), available_soundfonts())
-    dur = len(audio) / 22050
-    per_s = 1.0 / (AUDIO_HOP * 0.05)  # indexed snippets per audio second (20 fps spectrogram)
+    dur = len(audio) / DEFAULT.sample_rate
+    per_s = DEFAULT.fps / AUDIO_HOP  # indexed audio snippets per second of audio
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(a.onnx, opts, providers=["CPUExecutionProvider"])
-    posteriorgram(sess, audio[:22050 * 4])  # warm-up
+    posteriorgram(sess, audio[:DEFAULT.sample_rate * 4])  # warm-up
     t = time.perf_counter()
     post = posteriorgram(sess, audio)
     t_post = time.perf_counter() - t
 
     emb = Embedder(load_model(a.model), batch=64)
-    ctx = emb.config.context
     t = time.perf_counter()
-    spec = spectrogram(audio)
-    x = spec.T
-    starts = range(0, max(1, x.shape[1] - ctx), AUDIO_HOP)
-    wins = np.stack([x[:, s:s + ctx] for s in starts]).astype(np.float32)
+    wins, _ = audio_snippets(spectrogram(audio), context=emb.config.context, hop=AUDIO_HOP)  # as `index add`
     t_spec = time.perf_counter() - t
     emb.audio(wins[:64])  # warm-up (tracing)
     t = time.perf_counter()
@@ -91,7 +88,7 @@ def main() -> None:
     print(f"audio: {dur:.1f} s; one thread")
     print(f"posteriorgram (basic-pitch ONNX): {post.shape} in {t_post:.2f} s = {dur / t_post:.1f}x real time "
           f"= {per_s * dur / t_post:.0f} snippets/s before any snippet CNN")
-    print(f"today's path: spectrogram {t_spec:.2f} s + snippet CNN on {len(wins)} windows {t_emb:.2f} s "
+    print(f"today's path: spectrogram + snippets {t_spec:.2f} s + snippet CNN on {len(wins)} windows {t_emb:.2f} s "
           f"= {dur / ours:.1f}x real time = {len(wins) / ours:.0f} snippets/s")
     print(f"posteriorgram + today's CNN (estimate): {per_s * dur / (t_post + t_emb):.0f} snippets/s "
           f"({ours / (t_post + t_emb):.2f}x today's speed)")
