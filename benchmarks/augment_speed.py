@@ -15,8 +15,10 @@ import time
 
 import torch
 
-from audiosheet.augment import AudioAugConfig, SheetAugConfig, audio_views, augment_sheet, views
-from audiosheet.model import ProjectionHead, SnippetModel, load_config, nt_xent
+from audiosheet.models.checkpoint import load_config
+from audiosheet.models.losses import ProjectionHead, nt_xent
+from audiosheet.models.snippet import SnippetModel
+from audiosheet.training.augment import AudioAugConfig, SheetAugConfig, audio_views, augment_sheet, views
 
 
 def rate(fn, steps: int, warmup: int, n: int) -> float:

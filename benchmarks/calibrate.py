@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from audiosheet import identify as ident  # noqa: E402
 from audiosheet.evaluate import evaluate_folder  # noqa: E402
+from audiosheet.retrieval import identify as ident  # noqa: E402
 
 VARIANTS = {"vote": ("vote", {}),
             "dtw before (votes, cost, shortlist 10)": ("dtw", {"shortlist_by": "votes", "rank_by": "cost",
@@ -40,7 +40,7 @@ VARIANTS = {"vote": ("vote", {}),
 
 def features(res: dict) -> tuple[np.ndarray, np.ndarray]:
     """The lead z (``matching.leads``) of each query's top result, and whether it is right."""
-    from audiosheet.matching import leads
+    from audiosheet.retrieval.matching import leads
 
     x, y = [], []
     for r in res["per_query"]:
@@ -68,7 +68,7 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
 
 def rates(res: dict, coef) -> dict:
     """TPR (top-1 right and confident) and FPR (open-set confident) under ``coef``."""
-    from audiosheet.matching import confidence
+    from audiosheet.retrieval.matching import confidence
 
     x, _ = features(res)
     tp = fp = pos = neg = 0

@@ -6,7 +6,7 @@
 
 1. Ingestion: the PDFs of FILES/sheets (the first --real; default all) are indexed into a new
    collection at --db with the shipped model: pages per wall second of ``Collection.add``, split
-   into page reading + analysis (``pages.ingest_sheet``), embedding and the rest (hash, save,
+   into page reading + analysis (``frontend.strip.ingest_sheet``), embedding and the rest (hash, save,
    FAISS). Model load + trace are not counted. An existing --db is reused (no ingestion figures).
 2. Scale: synthetic sheet items are added until --db holds --pieces pieces. Each copies a random
    real item's snippet count, pages and locations; its embeddings are random stretches of real
@@ -14,7 +14,7 @@
    Printed check: median cosine of a snippet to the nearest snippet of another piece (real among
    real only, real among all, filler among all) and how often a real snippet's nearest other
    piece is a filler (equal to the filler share of vectors if filler were indistinguishable).
-   Filler is written through ``Collection._commit``, in the real on-disk format.
+   Filler is written through ``Store.store_item`` and ``Store.commit``, in the real on-disk format.
 3. Latency: --queries excerpts of --query-seconds (seeded random start) of FILES/audio/PIECE.flac
    of real pieces, identified with vote and dtw in one process after one warm-up query (model
    load, trace, index load: "startup"): median, p90, top-1 among all pieces; on the exact index
@@ -41,9 +41,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from audiosheet import pages  # noqa: E402
-from audiosheet.index import AUDIO_HOP, Collection, Item, _atomic_save_npz, _now  # noqa: E402
-from audiosheet.identify import VOTE_NEIGHBOURS, VOTE_SNIPPETS  # noqa: E402
+from audiosheet.frontend import strip  # noqa: E402
+from audiosheet.geometry import INDEX_AUDIO_HOP  # noqa: E402
+from audiosheet.retrieval.collection import Collection  # noqa: E402
+from audiosheet.retrieval.identify import VOTE_NEIGHBOURS, VOTE_SNIPPETS  # noqa: E402
 
 # filler: rotation strength, noise, stretch lengths (snippets). With the 207 test pieces padded
 # to 1,000, ROT 0.4 raises real snippets' nearest-other-piece cosine from 0.88 to 0.91 (the trend
@@ -68,14 +69,14 @@ def build(db: Path, sheets: list[Path], batch: int) -> dict:
             return out
         return wrapper
 
-    ingest, pages.ingest_sheet = pages.ingest_sheet, timed("analysis", pages.ingest_sheet)
+    ingest, strip.ingest_sheet = strip.ingest_sheet, timed("analysis", strip.ingest_sheet)
     emb.sheet = timed("embedding", emb.sheet)
     try:
         t = time.perf_counter()
         report = coll.add(sheets)
         wall = time.perf_counter() - t
     finally:
-        pages.ingest_sheet = ingest
+        strip.ingest_sheet = ingest
         del emb.sheet
         coll.close()
     pages_added = sum(i.info["pages"] for i in report.added)
@@ -110,21 +111,20 @@ def add_filler(coll: Collection, pieces: int, rng) -> int:
     want, start = pieces - len(items), len(items)
     if want <= 0:
         return 0
-    embs = [coll._embeddings(i) for i in real]
+    embs = [coll.embeddings(i) for i in real]
     pending = []
-    with coll._writing():
+    with coll.writing():
         for k in range(want):
             tpl = real[rng.integers(len(real))]
             e = filler_embeddings(rng, embs, tpl.n).astype(np.float16)
             arrays = {**coll.data(tpl), "emb": e}  # the template's locations, so they still work
             name = f"filler-{start + k:05d}"
             sha = hashlib.sha256(name.encode() + e.tobytes()).hexdigest()
-            _atomic_save_npz(coll.root / "items" / f"{sha}.npz", **arrays)
             info = {"pages": tpl.info["pages"], "systems": tpl.info["systems"], "synthetic": True,
                     "template": tpl.name}
             path = str(coll.root / "filler" / f"{name}.pdf")
-            pending.append((Item(0, "sheet", name, path, sha, _now(), len(e), info), arrays))
-        coll._commit(pending)
+            pending.append((coll.store_item("sheet", name, path, sha, arrays, info), arrays))
+        coll.commit(pending)
     return want
 
 
@@ -169,13 +169,13 @@ def latency(coll: Collection, queries: list) -> dict:
 
 def breakdown(coll: Collection, queries: list) -> tuple[dict, list]:
     """Median seconds of decode+spectrogram, embedding, search; the query vectors searched."""
-    from audiosheet.audio import ingest_audio
+    from audiosheet.frontend.audio import ingest_audio
 
     emb, (ix, *_) = coll.embedder, coll.search_index("sheet")
     times, picked = [], []
     for path, _, start, end in queries:
         t = [time.perf_counter()]
-        ing = ingest_audio(path, context=emb.config.context, hop=AUDIO_HOP, start=start, end=end)
+        ing = ingest_audio(path, context=emb.config.context, hop=INDEX_AUDIO_HOP, start=start, end=end)
         t.append(time.perf_counter())
         q = emb.audio(ing.snippets)
         t.append(time.perf_counter())

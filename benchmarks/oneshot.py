@@ -9,7 +9,7 @@ process (interpreter start, imports, model and index load, the query), median an
 warm-up query (``Collection(..., query_model="torch")``: a long-lived process embeds with torch,
 bf16), median and p90. Also printed: the collection's pages, items and vectors.
 --scans: also page ingestion of 600-dpi bilevel scans (pages of ≥ 30 Mpx, seeded sample of
---scan-pages): ``pages.ingest_sheet`` per page file (decode, upright, analysis, strip, snippets;
+--scan-pages): ``frontend.strip.ingest_sheet`` per page file (decode, upright, analysis, strip, snippets;
 the embedding, ~0.3 s per page, is the model's and not counted), pages per wall second.
 Figures only (issue 14 targets: fresh ≤ 1.0 s, warm ≤ 0.3 s median on a 300-page collection;
 ≥ 3 pages/s ingestion of 600-dpi bilevel scans).
@@ -82,7 +82,7 @@ def scan_ingestion(root: Path, n: int, seed: int = 0) -> dict:
     import numpy as np
     from PIL import Image
 
-    from audiosheet.pages import ingest_sheet
+    from audiosheet.frontend.strip import ingest_sheet
 
     Image.MAX_IMAGE_PIXELS = None
     big = []

@@ -34,7 +34,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from audiosheet.pages import PageError, analyse_page, load_pages, sheet_snippets, unroll  # noqa: E402
+from audiosheet.frontend.images import PageError
+from audiosheet.frontend.pages import load_pages
+from audiosheet.frontend.staves import analyse_page
+from audiosheet.frontend.strip import sheet_snippets, unroll  # noqa: E402
 
 
 def iou(a, b) -> float:
@@ -101,8 +104,8 @@ def summary(name: str, rows: list[dict], seconds: list[float], extra: dict | Non
 
 
 def run_corpus(root: Path, limit: int | None, degrade: bool, seed: int, scale: float = 1.0) -> dict:
-    from audiosheet.corpus import Corpus
-    from audiosheet.degrade import degrade as degrade_page
+    from audiosheet.corpus.degrade import degrade as degrade_page
+    from audiosheet.corpus.reader import Corpus
 
     c = Corpus(root)
     pieces = c.piece_ids[:limit] if limit else c.piece_ids
@@ -198,11 +201,12 @@ def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None 
                     embed: str | None = None) -> dict:
     """The whole ingestion of each sampled file: CPU seconds of reading and of the rest; with
     ``embed`` (a MODEL name) also the CPU seconds of embedding its sheet snippets, apart."""
-    from audiosheet.pages import ingest_sheet, iter_pages
+    from audiosheet.frontend.pages import iter_pages
+    from audiosheet.frontend.strip import ingest_sheet
 
     embedder = None
     if embed:
-        from audiosheet.embed import Embedder
+        from audiosheet.models.embed import Embedder
 
         embedder = Embedder(embed)
         embedder.sheet(np.zeros((32, 80, 100), np.float32))  # trace once, outside the timing
@@ -257,7 +261,7 @@ def run_real_ingest(root: Path, n: int, seed: int, y_by: str, save: Path | None 
 
 def run_rotations(root: Path, n: int, seed: int) -> dict:
     """Every sampled page turned by 90°, 180°, 270° (np.rot90, counterclockwise) and read again."""
-    from audiosheet.pages import read_systems
+    from audiosheet.frontend.strip import read_systems
 
     counts = {k: {"upright": 0, "says_rotated": 0, "other_error": 0, "wrong_with_warning": 0,
                   "silently_wrong": 0} for k in (1, 2, 3)}

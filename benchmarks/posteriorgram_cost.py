@@ -9,7 +9,7 @@ polyphonic note transcription and multipitch estimation", ICASSP 2022) ships its
 inside the wheel: input 2-s windows of 22,050 Hz mono audio (43,844 samples), output per window
 172 frames (86 fps) of note (88), onset (88) and contour (264) posteriors. Its own inference
 overlaps windows by 30 frames; so does this script. An audio collection indexes one snippet every
-``index.AUDIO_HOP`` frames (0.25 s), so snippets/s = 4 x (audio seconds per second).
+``geometry.INDEX_AUDIO_HOP`` frames (0.25 s), so snippets/s = 4 x (audio seconds per second).
 
 Prints both paths' speed; the posteriorgram path still needs the snippet CNN on its output, so its
 figure is an upper bound of that path's speed.
@@ -54,19 +54,19 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from audiosheet.audio import audio_snippets
-    from audiosheet.embed import Embedder
-    from audiosheet.index import AUDIO_HOP
-    from audiosheet.model import load_model
-    from audiosheet.spectrogram import DEFAULT, spectrogram
-    from audiosheet.synth import Performance, available_soundfonts, render
+    from audiosheet.corpus.synth import Performance, available_soundfonts, render
+    from audiosheet.frontend.audio import audio_snippets
+    from audiosheet.frontend.spectrogram import DEFAULT, spectrogram
+    from audiosheet.geometry import INDEX_AUDIO_HOP
+    from audiosheet.models.checkpoint import load_model
+    from audiosheet.models.embed import Embedder
 
     torch.set_num_threads(1)
     n = int(a.seconds / 0.25)
     notes = np.array([[i * 0.25, 0.5, 48 + (i * 7) % 36] for i in range(n)])
     audio = render(notes, Performance("TimGM6mb", 0), available_soundfonts())
     dur = len(audio) / DEFAULT.sample_rate
-    per_s = DEFAULT.fps / AUDIO_HOP  # indexed audio snippets per second of audio
+    per_s = DEFAULT.fps / INDEX_AUDIO_HOP  # indexed audio snippets per second of audio
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
@@ -78,7 +78,7 @@ def main() -> None:
 
     emb = Embedder(load_model(a.model), batch=64)
     t = time.perf_counter()
-    wins, _ = audio_snippets(spectrogram(audio), context=emb.config.context, hop=AUDIO_HOP)  # as `index add`
+    wins, _ = audio_snippets(spectrogram(audio), context=emb.config.context, hop=INDEX_AUDIO_HOP)  # as `index add`
     t_spec = time.perf_counter() - t
     emb.audio(wins[:64])  # warm-up (tracing)
     t = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from audiosheet.evaluate import evaluate_pieces, evaluate_snippets
-from audiosheet.model import resolve_model
+from audiosheet.models.checkpoint import resolve_model
 
 VARIANTS = ("clean", "scanned", "performed", "scanned+performed")
 

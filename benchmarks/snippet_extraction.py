@@ -17,8 +17,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from audiosheet.corpus import build  # noqa: E402
-from audiosheet.snippets import SnippetPairs  # noqa: E402
+from audiosheet.corpus.build import build  # noqa: E402
+from audiosheet.training.pairs import SnippetPairs  # noqa: E402
 
 
 def rate(fn, n_pairs: int, min_time: float = 2.0) -> float:

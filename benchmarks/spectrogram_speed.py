@@ -3,7 +3,7 @@
     python benchmarks/spectrogram_speed.py [--seconds 600]
 
 Renders a piano performance with the project's synthesiser (a scale pattern, so the signal is
-music-like), then times `audiosheet.spectrogram.spectrogram` on it (best of 3).
+music-like), then times `audiosheet.frontend.spectrogram.spectrogram` on it (best of 3).
 """
 import os
 
@@ -16,8 +16,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from audiosheet.spectrogram import spectrogram  # noqa: E402
-from audiosheet.synth import Performance, available_soundfonts, render  # noqa: E402
+from audiosheet.corpus.synth import Performance, available_soundfonts, render  # noqa: E402
+from audiosheet.frontend.spectrogram import spectrogram  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Measures, in one run and on the same random batches:
   * project + loading: the same with batches drawn and augmented from a corpus (``--corpus``),
     without and with the real-world variety (``--variety P``, default 1; issue 16 asks the step
     with it to stay at >= 0.8x the step without);
-  * inference: audio and sheet snippets embedded per second (audiosheet.embed.Embedder, and the
+  * inference: audio and sheet snippets embedded per second (audiosheet.models.embed.Embedder, and the
     eager model for comparison).
 
     python benchmarks/train_throughput.py --config bl2 [--corpus DIR] [--variety 1] [--steps 20]
@@ -19,8 +19,11 @@ import time
 
 import torch
 
-from audiosheet.model import SnippetModel, load_config
-from audiosheet.train import PairSampler, TrainConfig, _autocast, train_step
+from audiosheet.models.checkpoint import load_config
+from audiosheet.models.snippet import SnippetModel, autocast
+from audiosheet.training.config import TrainConfig
+from audiosheet.training.samplers import PairSampler
+from audiosheet.training.train import train_step
 
 
 def rate(fn, steps: int, warmup: int, batch: int) -> float:
@@ -67,7 +70,7 @@ def main() -> None:
                                   a.steps, a.warmup, a.batch)
     res["speedup"] = res["project_pairs_s"] / res["plain_fp32_nchw_pairs_s"]
     if a.corpus:
-        from audiosheet.snippets import SnippetPairs
+        from audiosheet.training.pairs import SnippetPairs
 
         data = SnippetPairs(a.corpus, "train", context=cfg.context)
         k = iter(range(10**9))
@@ -81,13 +84,13 @@ def main() -> None:
                 lambda: train_step(m, opt, *sampler(next(k), a.batch), True, True), a.steps, a.warmup, a.batch)
         res["variety_step_ratio"] = res["project_with_variety_loading_pairs_s"] / res["project_with_loading_pairs_s"]
 
-    from audiosheet.embed import Embedder
+    from audiosheet.models.embed import Embedder
 
     n = 1000
     s_in = torch.rand(n, 1, h, w)
     a_in = torch.rand(n, 1, cfg.audio_bins, cfg.context)
     m.eval()
-    with torch.no_grad(), _autocast(True):  # the eager model, for comparison
+    with torch.no_grad(), autocast(True):  # the eager model, for comparison
         res["inference_eager_audio_per_s"] = rate(lambda: m.embed_audio(
             a_in[:100].contiguous(memory_format=torch.channels_last)), 10, 1, 100)
         res["inference_eager_sheet_per_s"] = rate(lambda: m.embed_sheet(

@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from audiosheet.corpus import Corpus
+from audiosheet.corpus.reader import Corpus
 
 
 def main() -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from audiosheet.corpus import Corpus
+from audiosheet.corpus.reader import Corpus
 from audiosheet.evaluate import evaluate_passages, evaluate_snippets
-from audiosheet.model import load_checkpoint, read_checkpoint, save_checkpoint
+from audiosheet.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "src" / "audiosheet" / "pretrained"
 
@@ -40,10 +39,10 @@ def _init(train: dict) -> dict | None:
 
 
 def _variety(train: dict) -> dict | None:
-    """Every probability and range of the run's real-world variety (``audiosheet.variety``), or None."""
+    """Every probability and range of the run's real-world variety (``audiosheet.training.variety``), or None."""
     if not train.get("variety"):
         return None
-    from audiosheet.variety import VarietyConfig
+    from audiosheet.training.variety import VarietyConfig
 
     return VarietyConfig.build(train["variety"], train.get("variety_settings") or {}).to_dict()
 

@@ -59,7 +59,7 @@ def sources(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory, sources) -> Path:
-    from audiosheet.corpus import BuildOptions, build
+    from audiosheet.corpus.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("corpus") / "c"
     # the bundled SoundFonts only, as the shipped models' corpora were made: the tests do not
@@ -72,7 +72,7 @@ def corpus(tmp_path_factory, sources) -> Path:
 @pytest.fixture(scope="session")
 def files(corpus, tmp_path_factory) -> Path:
     """The test corpus as a user's files: sheets/ID.pdf and audio/ID.flac."""
-    from audiosheet.corpus import export
+    from audiosheet.corpus.export import export
 
     out = tmp_path_factory.mktemp("files")
     r = export(corpus, out, split="all", workers=1, progress=False)

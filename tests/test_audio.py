@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiosheet.audio import AudioError, audio_snippets, ingest_audio, load_audio, normalise_level
-from audiosheet.snippets import AUDIO_BINS, _window
-from audiosheet.spectrogram import DEFAULT, spectrogram
+from audiosheet.frontend.audio import AudioError, audio_snippets, ingest_audio, load_audio, normalise_level
+from audiosheet.frontend.spectrogram import DEFAULT, spectrogram
+from audiosheet.frontend.windows import pad_window
+from audiosheet.geometry import AUDIO_BINS
 
 SR = DEFAULT.sample_rate
 MP3 = "MP3" in sf.available_formats()
@@ -146,7 +147,7 @@ def test_audio_snippets(t, context, hop):
     np.testing.assert_array_equal(windows, ref)
     half = context // 2
     for k, c in enumerate(centres):  # the training side's windows, bins × frames
-        np.testing.assert_array_equal(windows[k], _window(spec, c - half, context, 0).T)
+        np.testing.assert_array_equal(windows[k], pad_window(spec, c - half, context, 0).T)
         if half <= c <= t - (context - half):
             np.testing.assert_array_equal(windows[k], spec[c - half:c - half + context].T)
     # padded with silence: the first window's left half, the last window's right end

@@ -7,10 +7,19 @@ import soundfile as sf
 
 av = pytest.importorskip("av")
 
-from audiosheet.audio import (CLIP_LEVEL, TARGET_DBFS, AudioError, _read_ffmpeg,  # noqa: E402
-                              active_level, ingest_audio, load_audio, normalise_level)
-from audiosheet.index import AddReport, expand  # noqa: E402
-from audiosheet.spectrogram import DEFAULT, spectrogram  # noqa: E402
+from audiosheet.files import expand  # noqa: E402
+from audiosheet.frontend.audio import (
+    CLIP_LEVEL,
+    TARGET_DBFS,
+    AudioError,
+    _read_ffmpeg,
+    active_level,
+    ingest_audio,
+    load_audio,
+    normalise_level,
+)
+from audiosheet.frontend.spectrogram import DEFAULT, spectrogram  # noqa: E402
+from audiosheet.retrieval.collection import AddReport
 
 SR = DEFAULT.sample_rate
 
@@ -158,7 +167,7 @@ def test_corrupt_and_unreadable(tmp_path, monkeypatch):
         ingest_audio(tmp_path / "text.wav")
     assert "invalid data found" not in str(info.value)
     # whatever the decoder raises becomes that file's one-line error
-    import audiosheet.audio as audio
+    import audiosheet.frontend.audio as audio
 
     def crash(frame):
         raise RuntimeError("decoder exploded\nwith a second line")
@@ -271,7 +280,7 @@ def test_folder_reports_other_files(tmp_path):
 def test_collection_indexes_m4a_and_reports_the_rest(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("faiss")
-    from audiosheet.index import Collection
+    from audiosheet.retrieval.collection import Collection
 
     d = tmp_path / "recordings"
     d.mkdir()

@@ -6,8 +6,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from audiosheet.augment import (AudioAugConfig, SheetAugConfig, audio_views, augment_audio, augment_sheet,
-                                views)
+from audiosheet.training.augment import AudioAugConfig, SheetAugConfig, audio_views, augment_audio, augment_sheet, views
 
 
 def gen(seed: int = 0) -> torch.Generator:

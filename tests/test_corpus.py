@@ -5,12 +5,13 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
 from audiosheet import cli
-from audiosheet.corpus import (BuildOptions, Corpus, assign_splits, build, check, notehead_ink,
-                               onset_flux_ratio, stats)
-from audiosheet.spectrogram import onset_strength
+from audiosheet.corpus.build import BuildOptions, build
+from audiosheet.corpus.check import check, notehead_ink, onset_flux_ratio
+from audiosheet.corpus.reader import Corpus
+from audiosheet.corpus.splits import assign_splits
+from audiosheet.frontend.spectrogram import onset_strength
 
 GOOD = {"alpha", "beta", "gamma", "delta"}
 

@@ -13,56 +13,6 @@ pytest.importorskip("faiss")
 
 from audiosheet import Collection  # noqa: E402
 from audiosheet.cli import main  # noqa: E402
-from audiosheet.matching import (calibrated_score, confidence, reversed_background,  # noqa: E402
-                                 subsequence_dtw, subsequence_dtw_batch, vote_rates)
-
-
-def _unit(rng, n, d=16):
-    x = rng.normal(size=(n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def test_batched_dtw_equals_one_by_one():
-    rng = np.random.default_rng(1)
-    costs = 1 - np.stack([_unit(rng, 30) @ _unit(rng, 90).T for _ in range(3)])
-    c, j0, j1 = subsequence_dtw_batch(costs)
-    for k in range(3):
-        assert (c[k], j0[k], j1[k]) == pytest.approx(subsequence_dtw(costs[k]))
-
-
-def test_reversed_background_separates_true_piece_from_long_impostor():
-    rng = np.random.default_rng(0)
-    piece = _unit(rng, 200)
-    q = piece[50:110] + rng.normal(scale=0.3, size=(60, 16))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    cost, back, j0, j1 = reversed_background(q, piece)
-    true_margin = calibrated_score(cost, back)
-    assert abs(j0 - 50) <= 2 and abs(j1 - 109) <= 2
-    # an impostor 20× longer: more places for a chance alignment, lower raw cost than a short one,
-    # but its margin over the reversed query stays near 0
-    long = _unit(rng, 4000)
-    cost_l, back_l, _, _ = reversed_background(q, long)
-    short = _unit(rng, 200)
-    cost_s, _, _, _ = reversed_background(q, short)
-    assert cost_l < cost_s  # raw costs favour the long item ...
-    assert abs(calibrated_score(cost_l, back_l)) < 0.03 < true_margin  # ... margins do not
-    assert calibrated_score(float("inf"), float("inf")) == float("-inf")
-
-
-def test_vote_rates_and_confidence():
-    assert vote_rates(np.array([40, 10]), np.array([1600, 100])).tolist() == [1.0, 1.0]
-    coef = (-3.0, 2.0)
-    assert confidence(4.0, coef) > 0.99 and confidence(0.0, coef) < 0.05
-    assert confidence(float("-inf"), coef) == 0.0
-    from audiosheet.matching import SPREAD_FLOOR, leads
-
-    z = leads(np.array([0.30, 0.10, 0.08, 0.06, 0.04, float("-inf")]))
-    spread = max(np.std([0.10, 0.08, 0.06, 0.04]), SPREAD_FLOOR)
-    assert z[0] == pytest.approx(0.20 / spread) and z[1] == pytest.approx(-0.20 / spread)
-    assert z[5] == float("-inf") and np.all(np.diff(z) <= 0)
-    # few candidates: compared with typical impostors (0.10), not with nothing
-    assert leads(np.array([0.12]))[0] == pytest.approx((0.12 - 0.10) / SPREAD_FLOOR)
-    assert leads(np.array([0.03, 0.0, -0.01]))[0] < 0  # a weak top of a tiny collection
 
 
 @pytest.fixture(scope="module")
@@ -137,23 +87,6 @@ def test_memory_error_in_one_file_is_that_files_failure(files, tmp_path, monkeyp
     assert [i.name for i in rep.added] == ["beta"] and len(rep.present) == 3
 
 
-def test_batched_backgrounds_equal_one_by_one_with_short_references():
-    from audiosheet.matching import reversed_background_many
-
-    rng = np.random.default_rng(2)
-    q = _unit(rng, 40)
-    refs = [_unit(rng, 300), _unit(rng, 60), _unit(rng, 80)]
-    many = reversed_background_many(q, refs)
-    for row, ref in zip(many, refs):
-        one = reversed_background(q, ref)
-        assert row[0] == pytest.approx(one[0]) and row[1] == pytest.approx(one[1])
-        assert 0 <= row[2] <= row[3] <= len(ref) - 1
-    # an item shorter than the query can be squeezed into (9 × 4 < 40): aligned inside the query
-    excerpt = q[20:29]
-    row = reversed_background_many(q, [excerpt, _unit(rng, 9)])
-    assert calibrated_score(row[0, 0], row[0, 1]) > 0.3 and row[0, 0] < 1e-6
-    assert abs(calibrated_score(row[1, 0], row[1, 1])) < 0.15
-    assert tuple(row[0, 2:]) == (0, 8)
 
 
 def test_evaluate_folder(files, tmp_path, capsys):
@@ -180,21 +113,21 @@ def test_evaluate_folder(files, tmp_path, capsys):
     # another model: its collection is copied from the first one (same front end), not re-read
     from audiosheet import Collection
     from audiosheet.evaluate import evaluate_folder
-    from audiosheet.model import load_model, save_checkpoint
+    from audiosheet.models.checkpoint import load_model, save_checkpoint
 
     other = save_checkpoint(load_model("snippet-bl2-att84"), tmp_path / "other.safetensors",
                             {"note": "the shipped weights under another file"})
     first = next(dev.glob(".collection-*"))
-    import audiosheet.pages as pages_mod
+    import audiosheet.frontend.strip as strip_mod
 
     def no_reading(*a, **k):
         raise AssertionError("a page was read again")
 
-    orig, pages_mod.ingest_sheet = pages_mod.ingest_sheet, no_reading
+    orig, strip_mod.ingest_sheet = strip_mod.ingest_sheet, no_reading
     try:
         again = evaluate_folder(dev, model=str(other))
     finally:
-        pages_mod.ingest_sheet = orig
+        strip_mod.ingest_sheet = orig
     colls = sorted(dev.glob(".collection-*"))
     assert len(colls) == 2 and again["top1"] == res["top1"] and again["queries"] == 2
     fe = {Collection(c, create=False).settings["front_end"] for c in colls}

@@ -15,9 +15,9 @@ pytest.importorskip("faiss")
 
 from audiosheet import Collection  # noqa: E402
 from audiosheet.cli import main  # noqa: E402
-from audiosheet.corpus import Corpus  # noqa: E402
-from audiosheet.identify import IdentifyError, densest_run, identify, subsequence_dtw  # noqa: E402
-from audiosheet.index import CollectionError  # noqa: E402
+from audiosheet.corpus.reader import Corpus  # noqa: E402
+from audiosheet.retrieval.identify import IdentifyError, identify  # noqa: E402
+from audiosheet.retrieval.store import CollectionError  # noqa: E402
 from tests.test_pages import _empty_pdf, _png, encrypted_pdf  # noqa: E402
 
 
@@ -33,28 +33,8 @@ def coll_path(files, tmp_path_factory) -> Path:
 # matching pieces
 
 
-def test_subsequence_dtw_finds_a_stretched_excerpt():
-    rng = np.random.default_rng(0)
-    ref = rng.normal(size=(300, 16))
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    src = np.arange(100, 180)  # the excerpt, played 1.5× slower: 120 query steps over 80 columns
-    q = ref[src[np.floor(np.arange(120) / 1.5).astype(int)]] + rng.normal(scale=0.05, size=(120, 16))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    cost, j0, j1 = subsequence_dtw(1 - q @ ref.T)
-    assert abs(j0 - 100) <= 1 and abs(j1 - 179) <= 1 and cost < 0.05
-    other = rng.normal(size=(300, 16))
-    other /= np.linalg.norm(other, axis=1, keepdims=True)
-    assert subsequence_dtw(1 - q @ other.T)[0] > 0.5  # an unrelated reference costs much more
-    assert subsequence_dtw(1 - q @ ref[:25].T)[0] == float("inf")  # too short for slope ≥ 1/4
-    # a piece engraved 3× denser than it is played: 120 query steps over 40 columns
-    src = np.arange(200, 240)
-    q = ref[src[np.floor(np.arange(120) / 3).astype(int)]]
-    cost, j0, j1 = subsequence_dtw(1 - q @ ref.T)
-    assert abs(j0 - 200) <= 1 and abs(j1 - 239) <= 1 and cost < 0.01
 
 
-def test_densest_run():
-    assert densest_run(np.array([3, 50, 51, 52, 60, 200]), 15) == (50, 60)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,7 +56,9 @@ def test_collection_items_and_model(coll_path, files, corpus, tmp_path):
 
 
 def test_collection_refuses_another_model(coll_path, tmp_path):
-    from audiosheet.model import ModelConfig, SnippetModel, save_checkpoint
+    from audiosheet.models.checkpoint import save_checkpoint
+    from audiosheet.models.config import ModelConfig
+    from audiosheet.models.snippet import SnippetModel
 
     other = save_checkpoint(SnippetModel(ModelConfig()), tmp_path / "other.safetensors")
     with pytest.raises(CollectionError, match="models cannot be mixed"):
@@ -84,8 +66,9 @@ def test_collection_refuses_another_model(coll_path, tmp_path):
 
 
 def test_reembed_copies_a_collection_with_another_model(coll_path, tmp_path, capsys):
-    from audiosheet.model import SnippetModel, load_config, save_checkpoint
-    from audiosheet.reembed import reembed
+    from audiosheet.models.checkpoint import load_config, save_checkpoint
+    from audiosheet.models.snippet import SnippetModel
+    from audiosheet.retrieval.reembed import reembed
 
     src = Collection(coll_path)
     before = {i.sha256: src.data(i)["emb"].copy() for i in src.items()}
@@ -207,13 +190,13 @@ def test_approximate_index_above_threshold(files, tmp_path):
 
 _KILL = """
 import os, sys
-from audiosheet.index import Collection
-orig = Collection._set
+from audiosheet.retrieval.collection import Collection
+orig = Collection.set_setting
 def dying(self, key, value):
     if key == "generation":
         os._exit(9)  # killed inside the transaction, after the new index files were written
     return orig(self, key, value)
-Collection._set = dying
+Collection.set_setting = dying
 Collection(sys.argv[1]).add(sys.argv[2:], progress=False)
 """
 
@@ -342,7 +325,7 @@ def test_evaluate_pieces_counts_an_unreadable_score_as_a_miss_and_goes_on(corpus
     found; the other pieces are still evaluated."""
     from PIL import Image
 
-    from audiosheet.corpus import export
+    from audiosheet.corpus.export import export
     from audiosheet.evaluate import evaluate_pieces
 
     work = tmp_path / "work"

@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from audiosheet.evaluate import ranks, retrieval_metrics, summarise
-from audiosheet.model import (CCALayer, CheckpointError, ModelConfig, SnippetModel, load_checkpoint,
-                              load_config, load_encoder, load_model, ranking_loss, read_checkpoint,
-                              save_checkpoint)
+from audiosheet.geometry import FrontEnd
+from audiosheet.metrics import ranks, retrieval_metrics, summarise
+from audiosheet.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_config,
+    load_encoder,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from audiosheet.models.config import ModelConfig
+from audiosheet.models.losses import ranking_loss
+from audiosheet.models.snippet import CCALayer, SnippetModel
 
 SMALL = dict(channels=[8, 8, 16, 16])
 
@@ -89,9 +99,11 @@ def test_cca_power_scales_canonical_dimensions_by_their_correlation():
 
 
 def test_fit_cca_chooses_on_validation(corpus, tmp_path):
-    from audiosheet.model import read_checkpoint, save_checkpoint
-    from audiosheet.snippets import SnippetPairs
-    from audiosheet.train import TrainConfig, evaluation_pairs, fit_cca
+    from audiosheet.models.checkpoint import read_checkpoint, save_checkpoint
+    from audiosheet.training.cca import fit_cca
+    from audiosheet.training.config import TrainConfig
+    from audiosheet.training.pairs import SnippetPairs
+    from audiosheet.training.samplers import evaluation_pairs
 
     torch.manual_seed(0)
     src = save_checkpoint(SnippetModel(load_config("bl2")), tmp_path / "m.safetensors", {"samples": 1})
@@ -151,7 +163,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(m.embed_sheet(s), again.embed_sheet(s))
     assert torch.equal(m.embed_audio(a), again.embed_audio(a))
     cfg2, _, extra = read_checkpoint(path)
-    assert cfg2 == cfg and extra == {"samples": 123}
+    assert cfg2 == cfg and extra == {"samples": 123, "front_end": FrontEnd().to_dict()}
     assert not (tmp_path / "m.safetensors.tmp").exists()
 
 
@@ -192,7 +204,7 @@ def test_encoder_initialisation(tmp_path):
 
 @pytest.mark.parametrize("name", ["bl2", "bl2_att84"])
 def test_embedder_matches_model(name):
-    from audiosheet.embed import Embedder
+    from audiosheet.models.embed import Embedder
 
     cfg = load_config(name)
     m = _trained_like(cfg)
@@ -211,7 +223,7 @@ def test_embedder_matches_model(name):
 
 
 def test_nt_xent_prefers_matching_views():
-    from audiosheet.model import ProjectionHead, nt_xent
+    from audiosheet.models.losses import ProjectionHead, nt_xent
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 32, generator=g)

@@ -13,10 +13,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from audiosheet import corpus as corpus_mod
-from audiosheet.lilypond import TempoMap, lilypond_version, pedal_intervals, velocities
-from audiosheet.mutopia import (catalogue_keys, composer_surname, held_out_keys, list_pieces,
-                                scan_work_keys)
+from audiosheet.corpus import build as corpus_mod
+from audiosheet.corpus import check as check_mod
+from audiosheet.corpus import splits as splits_mod
+from audiosheet.corpus.lilypond import TempoMap, lilypond_version, pedal_intervals, velocities
+from audiosheet.corpus.mutopia import catalogue_keys, composer_surname, held_out_keys, list_pieces, scan_work_keys
+from audiosheet.corpus.reader import Corpus
 
 HEADER = """\\header {{
   title = "{title}"
@@ -122,23 +124,23 @@ def test_assign_splits_fixed_works_go_where_they_must():
     metas = {f"p{i}": {"work_keys": [f"cat:x:op{i}"]} for i in range(60)}
     metas["q"] = {"work_keys": ["cat:x:op7", "bwv:1"]}  # joins op7's group through bwv:1
     fixed = {"cat:x:op3": "test", "bwv:1": "test", "cat:x:op5": "train"}
-    s = corpus_mod.assign_splits(metas, 0, fixed)
+    s = splits_mod.assign_splits(metas, 0, fixed)
     split = {p: sp for sp, ids in s.items() for p in ids}
     assert split["p3"] == "test" and split["p7"] == "test" and split["q"] == "test"
     assert split["p5"] == "train"
-    free = corpus_mod.assign_splits({k: v for k, v in metas.items() if k not in ("p3", "p5", "p7", "q")}, 0)
+    free = splits_mod.assign_splits({k: v for k, v in metas.items() if k not in ("p3", "p5", "p7", "q")}, 0)
     free_split = {p: sp for sp, ids in free.items() for p in ids}
     assert all(free_split[p] == split[p] for p in free_split)  # the others are untouched
 
 
 def test_split_constraints_follow_music21_for_bach():
-    fixed = corpus_mod.split_constraints("mutopia:/x")
+    fixed = splits_mod.split_constraints("mutopia:/x")
     assert fixed.get("cat:chopin:op25") == "test"
-    held = corpus_mod.reference_test()
+    held = splits_mod.reference_test()
     assert len(held) == 207 and all(not p.startswith("mutopia-") for p in held)
     bwv = next(p for p in held if p.startswith("bach-bwv")).split("bwv")[1].split(".")[0]
     assert fixed[f"bwv:{bwv}"] == "test"
-    assert corpus_mod.split_constraints("music21") == {}
+    assert splits_mod.split_constraints("music21") == {}
 
 
 def test_tempo_velocity_pedal_from_a_capture():
@@ -164,7 +166,7 @@ needs_lilypond = pytest.mark.skipif(
 def built(tmp_path_factory):
     if lilypond_version() is None:
         pytest.skip("LilyPond is not installed (apt-get install lilypond)")
-    from audiosheet.synth import missing_corpus_tools
+    from audiosheet.corpus.synth import missing_corpus_tools
 
     if missing_corpus_tools(engrave=False):
         pytest.skip("corpus tools missing: " + ", ".join(missing_corpus_tools(engrave=False)))
@@ -198,7 +200,7 @@ def test_build_logs_the_bad_file_and_goes_on(built):
 @needs_lilypond
 def test_repeat_is_unfolded_on_both_sides(built):
     _, [(out, _), _] = built
-    c = corpus_mod.Corpus(out)
+    c = Corpus(out)
     nh = c.noteheads("mutopia-ComposerT-O2-repeat")
     # printed unfolded: body twice with its alternatives, then the last bar
     upper = [72, 74, 76, 77, 79, 81, 72, 74, 76, 77, 79, 83, 84]
@@ -218,7 +220,7 @@ def test_repeat_is_unfolded_on_both_sides(built):
 @needs_lilypond
 def test_noteheads_tempo_dynamics_pedal(built):
     _, [(out, _), _] = built
-    c = corpus_mod.Corpus(out)
+    c = Corpus(out)
     pid = "mutopia-ComposerT-O1-plain"
     nh = c.noteheads(pid)
     top = nh["staff"] == 0
@@ -232,9 +234,9 @@ def test_noteheads_tempo_dynamics_pedal(built):
     info = c.info(pid)
     assert info["origin"] == "mutopia" and info["style"]["engraver"] == "lilypond"
     assert info["timing"][0]["tempo"] == "metronome marks"
-    r = corpus_mod.check(out, progress=False)
+    r = check_mod.check(out, progress=False)
     assert r.ok, r.problems
-    s = corpus_mod.stats(out)
+    s = check_mod.stats(out)
     assert s["by_source"]["mutopia"]["pieces"] == 2
     assert s["by_composer"]["composer"]["pieces"] == 2
 
@@ -243,7 +245,7 @@ def test_noteheads_tempo_dynamics_pedal(built):
 def test_build_is_deterministic(built):
     _, [(a, _), (b, _)] = built
     for pid in ("mutopia-ComposerT-O1-plain", "mutopia-ComposerT-O2-repeat"):
-        ca, cb = corpus_mod.Corpus(a), corpus_mod.Corpus(b)
+        ca, cb = Corpus(a), Corpus(b)
         for key, x in ca.noteheads(pid).items():
             assert np.array_equal(x, cb.noteheads(pid)[key]), key
         assert np.array_equal(ca.spectrogram(pid, 0), cb.spectrogram(pid, 0))
@@ -261,7 +263,7 @@ def test_resume_does_nothing_twice(built):
 
 
 def test_without_lilypond_the_build_says_so(tmp_path, monkeypatch):
-    import audiosheet.lilypond as lp
+    import audiosheet.corpus.lilypond as lp
 
     lp.lilypond_version.cache_clear()
     monkeypatch.setattr(shutil, "which", lambda name: None)
@@ -274,7 +276,7 @@ def test_without_lilypond_the_build_says_so(tmp_path, monkeypatch):
 
 @needs_lilypond
 def test_union_holds_both_corpora_and_guards_splits_by_work(built, tmp_path):
-    from audiosheet.corpus_union import union
+    from audiosheet.corpus.union import union
 
     _, [(a, _), (b, _)] = built
     # two copies of one corpus share piece ids: refused
@@ -295,9 +297,9 @@ def test_union_holds_both_corpora_and_guards_splits_by_work(built, tmp_path):
     (other / "splits.json").write_text(json.dumps(renamed))
     u = union([a, other], tmp_path / "u1")
     assert u["pieces"] == 4
-    s = corpus_mod.stats(tmp_path / "u1")
+    s = check_mod.stats(tmp_path / "u1")
     assert s["pieces"] == 4 and s["by_source"]["mutopia"]["pieces"] == 4
-    assert corpus_mod.check(tmp_path / "u1", progress=False).ok
+    assert check_mod.check(tmp_path / "u1", progress=False).ok
     # put one work of the first source in test and the same work of the other in train: refused
     sa = json.loads((a / "splits.json").read_text())
     pid = sa["train"][0] if sa["train"] else sa["valid"][0]
@@ -326,8 +328,8 @@ lower = \\relative c {{ \\clef bass \\time 4/4
 
 @needs_lilypond
 def test_restrip_variants_and_training_pairs_read_lilypond_pieces(tmp_path):
-    from audiosheet.snippets import SnippetPairs
-    from audiosheet.variants import make_variants
+    from audiosheet.corpus.variants import make_variants
+    from audiosheet.training.pairs import SnippetPairs
 
     d = tmp_path / "m" / "ftp" / "ComposerT" / "O9" / "long"
     d.mkdir(parents=True)
@@ -336,20 +338,20 @@ def test_restrip_variants_and_training_pairs_read_lilypond_pieces(tmp_path):
     c = tmp_path / "c"
     opts = corpus_mod.BuildOptions(soundfonts="bundled", performances=1)
     corpus_mod.build(f"mutopia:{tmp_path / 'm'}", c, workers=1, options=opts, progress=False)
-    assert len(corpus_mod.Corpus(c).info("mutopia-ComposerT-O9-long")["systems"]) >= 4
+    assert len(Corpus(c).info("mutopia-ComposerT-O9-long")["systems"]) >= 4
     r = corpus_mod.restrip(c, workers=1, progress=False)
     assert not r["failed"]
     summary = make_variants(c, tmp_path / "v", split="all", workers=1, progress=False)
     for name, v in summary["variants"].items():
         assert v["pieces"] == 1 and not v["failed"], (name, v)
-        assert corpus_mod.check(tmp_path / "v" / name, progress=False).ok, name
+        assert check_mod.check(tmp_path / "v" / name, progress=False).ok, name
     pairs = SnippetPairs(c, "all")
     sheet, audio = pairs[len(pairs) // 2]
     assert sheet.shape == (1, 80, 100) and audio.shape[:2] == (1, 92) and sheet.max() > 0.5
 
 
 def test_overlapping_pieces_of_a_folder_are_left_out():
-    from audiosheet.mutopia import chord_sequence, overlapping
+    from audiosheet.corpus.mutopia import chord_sequence, overlapping
 
     rng = np.random.default_rng(0)
 

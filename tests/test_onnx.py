@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from audiosheet import Collection  # noqa: E402
-from audiosheet.onnx_embed import OnnxEmbedder, read_meta  # noqa: E402
+from audiosheet.models.onnx import OnnxEmbedder, read_meta  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_export_matches_torch(db, files):
     assert meta["model_sha256"] == c.settings["model_sha256"]
     q = c.query_embedder
     assert isinstance(q, OnnxEmbedder)
-    from audiosheet.audio import ingest_audio
-    from audiosheet.pages import ingest_sheet
+    from audiosheet.frontend.audio import ingest_audio
+    from audiosheet.frontend.strip import ingest_sheet
 
     a = ingest_audio(c.items("audio")[0].path, context=q.config.context, hop=5)
     s = ingest_sheet(c.items("sheet")[0].path, hop=10)
@@ -66,13 +66,13 @@ def test_stale_export_falls_back_to_torch(db, tmp_path):
     meta = json.loads((copy / "model" / "model.json").read_text())
     meta["model_sha256"] = "0" * 64
     (copy / "model" / "model.json").write_text(json.dumps(meta))
-    from audiosheet.embed import Embedder
+    from audiosheet.models.embed import Embedder
 
     assert isinstance(Collection(copy, query_model="onnx").query_embedder, Embedder)
 
 
 def test_auto_uses_torch_once_it_is_imported(db):
-    from audiosheet.embed import Embedder
+    from audiosheet.models.embed import Embedder
 
     assert isinstance(Collection(db).query_embedder, Embedder)  # pytest has imported torch
     assert Collection(db).query_embedder.batch == 16

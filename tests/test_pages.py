@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audiosheet.corpus import Corpus
-from audiosheet.degrade import ScanStyle, apply, scan
-from audiosheet.pages import (TARGET_STAFF_SPACE, PageError, analyse_page, ingest_sheet, load_pages,
-                              normalise_levels, sheet_snippets, unroll)
-from audiosheet.snippets import SHEET_H, SHEET_W, STRIP_HEIGHT
+from audiosheet.corpus.degrade import ScanStyle, apply, scan
+from audiosheet.corpus.reader import Corpus
+from audiosheet.frontend.images import PageError
+from audiosheet.frontend.pages import load_pages
+from audiosheet.frontend.staves import analyse_page
+from audiosheet.frontend.strip import ingest_sheet, normalise_levels, sheet_snippets, unroll
+from audiosheet.geometry import SHEET_H, SHEET_W, STRIP_HEIGHT, TARGET_STAFF_SPACE
 
 SPACE = 8  # px between staff lines of the drawn page
 LEFT, RIGHT = 60, 770  # staff lines cover columns [LEFT, RIGHT)

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from audiosheet import pages as P
-from audiosheet.pages import PageError, analyse_page, ingest_sheet, load_pages, read_systems
+from audiosheet.frontend import images as P
+from audiosheet.frontend.images import PageError
+from audiosheet.frontend.pages import load_pages
+from audiosheet.frontend.staves import analyse_page
+from audiosheet.frontend.strip import ingest_sheet
+from audiosheet.geometry import STRIP_HEIGHT
 
 SPACE = 8  # px between staff lines of the drawn page
 LEFT, RIGHT = 70, 770  # staff lines cover columns [LEFT, RIGHT)
@@ -178,7 +182,7 @@ def test_one_system_crop(tmp_path, space, size, left, right, top):
     assert (lay.width, lay.height) == (size[0] * up, size[1] * up)
     assert_systems(lay, truth, (2,), scale=1 / up)
     assert abs(lay.staff_space / (space * up) - 1) < 0.05
-    assert ing.strip.image.shape[0] == P.STRIP_HEIGHT and len(ing.snippets) > 20
+    assert ing.strip.image.shape[0] == STRIP_HEIGHT and len(ing.snippets) > 20
 
 
 def test_1600_dpi_scan_is_read_reduced_without_warnings(tmp_path):

@@ -10,10 +10,19 @@ import pytest
 import torch
 
 from audiosheet.cli import main
-from audiosheet.model import CheckpointError, ModelConfig, SnippetModel, load_config, load_model, save_checkpoint
-from audiosheet.passage_model import PassageConfig, PassageModel, init_from_snippet_model
-from audiosheet.passages import PassagePairs, passage_pool
-from audiosheet.train import TrainConfig, TrainError, train
+from audiosheet.models.checkpoint import (
+    CheckpointError,
+    init_from_snippet_model,
+    load_config,
+    load_model,
+    save_checkpoint,
+)
+from audiosheet.models.config import ModelConfig
+from audiosheet.models.passage import PassageConfig, PassageModel
+from audiosheet.models.snippet import SnippetModel
+from audiosheet.training.config import TrainConfig, TrainError
+from audiosheet.training.passages import PassagePairs, passage_pool
+from audiosheet.training.train import train
 
 TINY = PassageConfig(name="tiny_passage", channels=[4, 8, 8, 8], snippet_dim=8, hidden=16, embed_dim=12)
 
@@ -118,8 +127,8 @@ def test_averaging_baseline_runs(corpus, tmp_path):
 
 
 def test_embedder_matches_the_model():
-    from audiosheet.passage_embed import PassageEmbedder
-    from audiosheet.passages import windows
+    from audiosheet.frontend.windows import windows
+    from audiosheet.models.passage_embed import PassageEmbedder
 
     torch.manual_seed(2)
     m = PassageModel(TINY).eval()
@@ -149,8 +158,9 @@ def test_embedder_matches_the_model():
 def test_collection_takes_a_passage_model_without_reading_files(files, corpus, tmp_path, capsys):
     import shutil
 
-    from audiosheet.index import Collection, CollectionError
-    from audiosheet.identify import IdentifyError, identify
+    from audiosheet.retrieval.collection import Collection
+    from audiosheet.retrieval.identify import IdentifyError, identify
+    from audiosheet.retrieval.store import CollectionError
 
     mine = tmp_path / "files"
     shutil.copytree(files, mine)
@@ -179,7 +189,7 @@ def test_collection_takes_a_passage_model_without_reading_files(files, corpus, t
     assert 1 <= len(res.results) <= 3 and all(m.kind == "sheet" and m.location["spans"] for m in res.results)
     assert all(-1.0 <= m.score <= 1.0 for m in res.results)
     # a score page finds recordings, with the time of the best-matching stretch
-    from audiosheet.corpus import Corpus
+    from audiosheet.corpus.reader import Corpus
 
     c = Corpus(corpus)
     res = identify(coll, c.piece_dir(c.piece_ids[0]) / "page_1.png", method="passage", top=2)
@@ -193,7 +203,7 @@ def test_collection_takes_a_passage_model_without_reading_files(files, corpus, t
 
 
 def test_boundary_jitter_moves_audio_only_inside_the_performance(corpus, tmp_path):
-    from audiosheet.train import PassageSampler
+    from audiosheet.training.samplers import PassageSampler
 
     ds = PassagePairs(corpus, "all")
     i = 0
@@ -212,7 +222,7 @@ def test_boundary_jitter_moves_audio_only_inside_the_performance(corpus, tmp_pat
 
 
 def test_system_chain_follows_consecutive_systems():
-    from audiosheet.identify import system_chain
+    from audiosheet.retrieval.identify import system_chain
 
     rng = np.random.default_rng(0)
     stretches = [(g, n) for n in (4, 5, 6) for g in range(0, 16 - n + 1)]
@@ -235,8 +245,8 @@ def test_system_chain_follows_consecutive_systems():
 def test_passage_sampler_variety_keeps_lengths_and_is_seeded(corpus):
     """Variety on whole passages: same window counts (the passage stays aligned), the same
     batch for the same step, a changed input, and each modality switchable on its own."""
-    from audiosheet.train import PassageSampler
-    from audiosheet.variety import VarietyConfig
+    from audiosheet.training.samplers import PassageSampler
+    from audiosheet.training.variety import VarietyConfig
 
     ds = PassagePairs(corpus, "all")
     plain = PassageSampler(ds, TrainConfig(batch=6))(3, 6)

@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from audiosheet.corpus import BuildOptions, Corpus, build
-from audiosheet.passages import PassagePairs, boundaries, collate, system_columns, windows
+from audiosheet.corpus.build import BuildOptions, build, restrip
+from audiosheet.corpus.reader import Corpus
+from audiosheet.frontend.windows import collate, windows
+from audiosheet.training.passages import PassagePairs, boundaries, detect_system_columns, system_columns
 
 from .conftest import kern
 
@@ -65,6 +67,35 @@ def test_columns_tile_the_strip_and_hold_their_noteheads(corpus, long_corpus):
             nh = c.noteheads(pid)  # the test may look where noteheads are; the data set may not
             assert (cols[nh["system"]] <= nh["strip_x"]).all()
             assert (nh["strip_x"] < cols[nh["system"] + 1]).all()
+
+
+
+def test_built_corpus_stores_system_offsets(corpus, long_corpus):
+    """A fresh corpus keeps each strip's system offsets (strip_systems.npy); passages read them,
+    and they are the columns found again from the pages for corpora built before."""
+    for root in (corpus, long_corpus):
+        c = Corpus(root)
+        for pid in c.piece_ids:
+            stored = np.load(c.piece_dir(pid) / "strip_systems.npy")
+            assert stored.dtype == np.int64 and len(stored) == len(c.info(pid)["systems"]) + 1
+            np.testing.assert_array_equal(c.strip_systems(pid), stored)
+            np.testing.assert_array_equal(system_columns(c, pid), stored)
+            np.testing.assert_array_equal(detect_system_columns(c, pid), stored)
+
+
+def test_corpus_without_stored_offsets_finds_them_again(long_corpus, tmp_path):
+    root = _copy(long_corpus, tmp_path)
+    (root / "pieces" / "long" / "strip_systems.npy").unlink()
+    assert Corpus(root).strip_systems("long") is None
+    np.testing.assert_array_equal(system_columns(root, "long"), system_columns(long_corpus, "long"))
+    a, b = PassagePairs(long_corpus, "all"), PassagePairs(root, "all")
+    np.testing.assert_array_equal(a.passages, b.passages)
+    r = restrip(root, workers=1, progress=False)  # gives the piece its offsets, the same strip
+    assert r["restripped"] == 1 and not r["failed"]
+    for name in ("strip_systems.npy", "strip.npy"):
+        np.testing.assert_array_equal(np.load(root / "pieces" / "long" / name),
+                                      np.load(long_corpus / "pieces" / "long" / name))
+    assert restrip(root, workers=1, progress=False)["restripped"] == 0
 
 
 def test_spans_inside_performances_and_adjacent(long_corpus):

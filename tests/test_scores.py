@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from audiosheet.engrave import LayoutStyle, engrave
-from audiosheet.scores import ScoreError, list_sources, load_score, to_piano
+from audiosheet.corpus.engrave import LayoutStyle, engrave
+from audiosheet.corpus.scores import ScoreError, list_sources, load_score, to_piano
 
 from .conftest import four_part_musicxml, kern
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audiosheet.cli import main
-from audiosheet.model import load_model, resolve_model, shipped_models
+from audiosheet.models.checkpoint import load_model, resolve_model, shipped_models
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_a_model_is_shipped_with_its_card():
 
 
 def test_shipped_model_embeds_without_download(no_network, capsys):
-    from audiosheet.embed import Embedder
+    from audiosheet.models.embed import Embedder
 
     name = next(c["name"] for c in shipped_models() if c.get("kind", "snippet") == "snippet")
     model = load_model(name)
@@ -53,8 +53,8 @@ def test_shipped_model_embeds_without_download(no_network, capsys):
 def test_shipped_passage_model_finds_recordings_of_scores(files, tmp_path, no_network):
     """The shipped passage model, added to a collection of the test files: each score (PDF) finds
     its own recording first among four, with the time of the best-matching stretch."""
-    from audiosheet.identify import identify
-    from audiosheet.index import DEFAULT_PASSAGE_MODEL, Collection
+    from audiosheet.retrieval.collection import DEFAULT_PASSAGE_MODEL, Collection
+    from audiosheet.retrieval.identify import identify
 
     card = next(c for c in shipped_models() if c["name"] == DEFAULT_PASSAGE_MODEL)
     assert card["kind"] == "passage" and card["config"]["embed_dim"] == 64
@@ -84,7 +84,7 @@ def test_default_model_card_lists_every_real_world_metric():
     """The default model's card holds each figure issue 16 ships on: clean test splits of each
     corpus (snippets and pieces), the degraded variants, the real-material development set, and
     the training's variety and pre-training settings."""
-    from audiosheet.index import DEFAULT_MODEL
+    from audiosheet.retrieval.collection import DEFAULT_MODEL
 
     card = next(c for c in shipped_models() if c["name"] == DEFAULT_MODEL)
     om = card["other_measurements"]

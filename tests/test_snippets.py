@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiosheet.corpus import Corpus
-from audiosheet.snippets import SnippetPairs, half_resolution
-from audiosheet.spectrogram import onset_strength
+from audiosheet.corpus.reader import Corpus
+from audiosheet.frontend.spectrogram import onset_strength
+from audiosheet.frontend.windows import half_resolution
+from audiosheet.training.pairs import SnippetPairs
 
 
 def test_half_resolution_is_block_mean():
@@ -62,13 +63,13 @@ def test_unknown_split(corpus):
 
 
 def test_windows_leaving_the_arrays_are_padded():
-    from audiosheet.snippets import _window
+    from audiosheet.frontend.windows import pad_window
 
     a = np.arange(10).reshape(5, 2)
-    np.testing.assert_array_equal(_window(a, 1, 3, -1), a[1:4])
-    np.testing.assert_array_equal(_window(a, -2, 4, -1), [[-1, -1], [-1, -1], [0, 1], [2, 3]])
-    np.testing.assert_array_equal(_window(a, 4, 3, -1), [[8, 9], [-1, -1], [-1, -1]])
-    assert _window(a, 7, 2, 0).sum() == 0
+    np.testing.assert_array_equal(pad_window(a, 1, 3, -1), a[1:4])
+    np.testing.assert_array_equal(pad_window(a, -2, 4, -1), [[-1, -1], [-1, -1], [0, 1], [2, 3]])
+    np.testing.assert_array_equal(pad_window(a, 4, 3, -1), [[8, 9], [-1, -1], [-1, -1]])
+    assert pad_window(a, 7, 2, 0).sum() == 0
 
 
 def test_first_onset_window_is_silence_padded(corpus):

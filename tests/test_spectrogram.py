@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiosheet.audio import load_audio
-from audiosheet.spectrogram import DEFAULT, filterbank, n_bins, onset_strength, spectrogram
+from audiosheet.frontend.audio import load_audio
+from audiosheet.frontend.spectrogram import DEFAULT, filterbank, n_bins, onset_strength, spectrogram
 
 SR = DEFAULT.sample_rate
 

@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiosheet import synth
-from audiosheet.spectrogram import onset_strength, spectrogram
-from audiosheet.synth import (TEST_ONLY, Performance, SynthError, available_soundfonts, combinations,
-                              performance_times, render)
+from audiosheet.corpus import synth
+from audiosheet.corpus.synth import (
+    TEST_ONLY,
+    Performance,
+    SynthError,
+    available_soundfonts,
+    combinations,
+    performance_times,
+    render,
+)
+from audiosheet.frontend.spectrogram import onset_strength, spectrogram
 
 
 def test_soundfonts_from_wheels_and_held_out_combination():

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from audiosheet.cli import main
-from audiosheet.model import ModelConfig, load_model
-from audiosheet.snippets import SnippetPairs
-from audiosheet.train import PairSampler, TrainConfig, TrainError, evaluation_pairs, train, warp_sheets
+from audiosheet.models.checkpoint import load_model
+from audiosheet.models.config import ModelConfig
+from audiosheet.training.config import TrainConfig, TrainError
+from audiosheet.training.pairs import SnippetPairs
+from audiosheet.training.samplers import PairSampler, evaluation_pairs, warp_sheets
+from audiosheet.training.train import train
 
 TINY = TrainConfig(batch=40, epoch_samples=200, val_split="test", val_pairs=64, cca_pairs=200,
                    max_samples=1400, patience=100, lr=1e-3, snapshot_every=600)

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 
 from audiosheet import cli
-from audiosheet.corpus import Corpus, check, kept_ink, notehead_ink, performance_audio
-from audiosheet.degrade import ScanStyle, apply
-from audiosheet.snippets import SnippetPairs
-from audiosheet.spectrogram import spectrogram
-from audiosheet.variants import VARIANTS, Room, impulse_response, make_variants, record
+from audiosheet.corpus.acoustics import Room, impulse_response, record
+from audiosheet.corpus.check import check, kept_ink, notehead_ink
+from audiosheet.corpus.degrade import ScanStyle, apply
+from audiosheet.corpus.export import performance_audio
+from audiosheet.corpus.reader import Corpus
+from audiosheet.corpus.variants import VARIANTS, make_variants
+from audiosheet.frontend.spectrogram import spectrogram
+from audiosheet.training.pairs import SnippetPairs
 
 SEED = 0
 
@@ -80,6 +83,9 @@ def test_scanned_pages_differ_and_noteheads_stay_on_ink(corpus, variants):
     assert info["scan"]["noteheads_on_ink"] >= 0.97 and info["scan"]["strip_on_ink"] >= 0.97
     strip0, strip = np.load(clean.piece_dir("gamma") / "strip.npy"), scanned.root / "pieces/gamma/strip.npy"
     assert not np.array_equal(strip0, np.load(strip))
+    offsets = scanned.strip_systems("gamma")  # the re-made strip's own system offsets
+    assert offsets is not None and offsets[0] == 0 and offsets[-1] == np.load(strip).shape[1]
+    assert len(offsets) == len(info["systems"]) + 1
     # the other modality is the source's performance 0
     np.testing.assert_array_equal(scanned.spectrogram("gamma"), clean.spectrogram("gamma", 0))
     np.testing.assert_array_equal(scanned.onsets("gamma")[0], clean.onsets("gamma")[0])
@@ -115,7 +121,7 @@ def test_combined_variant_is_the_intersection(variants):
     out, _ = variants
     both, scanned, performed = (_files(out / n / "pieces" / "gamma") for n in
                                 ("scanned+performed", "scanned", "performed"))
-    for f in ("page_1.png", "strip.npy", "noteheads.npz"):
+    for f in ("page_1.png", "strip.npy", "strip_systems.npy", "noteheads.npz"):
         assert _same(both[f], scanned[f]), f
     for f in ("perf_0.npy", "perf_0.flac", "performances.npz"):
         assert _same(both[f], performed[f]), f

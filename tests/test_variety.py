@@ -1,4 +1,4 @@
-"""Real-world variety for training (audiosheet.variety): every transform keeps shapes and
+"""Real-world variety for training (audiosheet.training.variety): every transform keeps shapes and
 alignment, is seeded and changes its input; PairSampler applies it per (seed, step)."""
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from audiosheet.snippets import SnippetPairs
-from audiosheet.train import PairSampler, TrainConfig, TrainError, train
-from audiosheet.variety import VarietyConfig, audio_variety, sheet_variety
+from audiosheet.training.config import TrainConfig, TrainError
+from audiosheet.training.pairs import SnippetPairs
+from audiosheet.training.samplers import PairSampler
+from audiosheet.training.train import train
+from audiosheet.training.variety import VarietyConfig, audio_variety, sheet_variety
 
 ONLY = lambda key: VarietyConfig.build(0.0, {f"p_{key}": 1.0})  # noqa: E731
 

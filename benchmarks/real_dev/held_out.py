@@ -16,9 +16,9 @@ REPO = HERE.parents[1]
 
 
 def main(argv=None) -> int:
-    from audiosheet.mutopia import catalogue_keys, composer_surname, read_header, scan_work_keys
-
     import make
+
+    from audiosheet.corpus.mutopia import catalogue_keys, composer_surname, read_header, scan_work_keys
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutopia", type=Path, required=True, help="a Mutopia checkout (has ftp/)")

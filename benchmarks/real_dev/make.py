@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiosheet.lilypond import fix_include_case
+from audiosheet.corpus.lilypond import fix_include_case
 
 REPO = Path(__file__).resolve().parents[2]
 SCANS = REPO.parent / "shared" / "data" / "real_scans"

@@ -19,8 +19,8 @@ import numpy as np
 def held_out_pieces(model: str, max_pages: int = 3) -> list[str]:
     """music21 pieces of the model's corpus test split (in neither its training nor its validation
     data) with at most ``max_pages`` pages: the demo engraves them from music21's corpus."""
-    from .corpus import reference_test
-    from .model import shipped_models
+    from audiosheet.corpus.splits import reference_test
+    from audiosheet.models.checkpoint import shipped_models
 
     card = next((c for c in shipped_models() if c["name"] == model), None)
     if card is None:
@@ -41,12 +41,14 @@ def run(out: str | Path, pieces: int = 8, queries: int = 6, seconds: float = 20.
     corpus tools are not installed, and ``RuntimeError`` when no piece could be built, exported
     or indexed (naming the failures file or the first reason) — never an empty table.
     """
-    from .synth import require_corpus_tools
+    from audiosheet.corpus.synth import require_corpus_tools
 
     require_corpus_tools("the demo (it engraves and records a few scores)")
-    from .corpus import BuildOptions, Corpus, build, export
-    from .index import DEFAULT_MODEL, Collection
-    from .show import show_match
+    from audiosheet.corpus.build import BuildOptions, build
+    from audiosheet.corpus.export import export
+    from audiosheet.corpus.reader import Corpus
+    from audiosheet.retrieval.collection import DEFAULT_MODEL, Collection
+    from audiosheet.show import show_match
 
     model = model or DEFAULT_MODEL
     out = Path(out)

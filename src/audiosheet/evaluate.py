@@ -13,28 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RECALL_AT = (1, 5, 10, 25)
-
-
-def ranks(sim: torch.Tensor | np.ndarray) -> np.ndarray:
-    """1-based rank of each row's diagonal entry among that row (ties count in its favour)."""
-    sim = torch.as_tensor(sim, dtype=torch.float32)
-    pos = sim.diagonal()[:, None]
-    return (sim > pos).sum(dim=1).numpy() + 1
-
-
-def summarise(r: np.ndarray) -> dict:
-    """Recall@k, MRR, median rank (MR) and mean rank of an array of 1-based ranks."""
-    r = np.asarray(r, dtype=np.float64)
-    out = {f"R@{k}": float(np.mean(r <= k)) for k in RECALL_AT}
-    out.update(MRR=float(np.mean(1.0 / r)), MR=float(np.median(r)), mean_rank=float(np.mean(r)))
-    return out
-
-
-def retrieval_metrics(sim: torch.Tensor | np.ndarray) -> dict:
-    """Both directions from an (N, N) similarity matrix, rows = audio queries, columns = sheets."""
-    sim = torch.as_tensor(sim, dtype=torch.float32)
-    return {"a2s": summarise(ranks(sim)), "s2a": summarise(ranks(sim.T)), "pairs": int(sim.shape[0])}
+from audiosheet.metrics import ranks, retrieval_metrics, summarise
 
 
 def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int = 2000, seed: int = 0,
@@ -42,14 +21,14 @@ def evaluate_snippets(corpus: str | Path, model, split: str = "test", pairs: int
     """Snippet retrieval metrics of ``model`` (a SnippetModel or a MODEL name) on a corpus split."""
     from tqdm import tqdm
 
-    from .embed import Embedder
-    from .model import load_model
-    from .snippets import SnippetPairs
-    from .train import evaluation_pairs
+    from audiosheet.models.checkpoint import is_passage, load_model
+    from audiosheet.models.embed import Embedder
+    from audiosheet.training.pairs import SnippetPairs
+    from audiosheet.training.samplers import evaluation_pairs
 
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
-    if getattr(model.config, "kind", None) == "passage":
+    if is_passage(model):
         raise ValueError(f"{model.config.name}: a passage model; evaluate it with 'evaluate passages'")
     data = SnippetPairs(corpus, split, context=model.config.context)
     if len(data) < 2:
@@ -85,10 +64,12 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
     """
     from tqdm import tqdm
 
-    from .corpus import Corpus, export
-    from .identify import identify
-    from .index import DEFAULT_MODEL, Collection, sha256_file
-    from .model import resolve_model
+    from audiosheet.corpus.export import export
+    from audiosheet.corpus.reader import Corpus
+    from audiosheet.files import sha256_file
+    from audiosheet.models.checkpoint import resolve_model
+    from audiosheet.retrieval.collection import DEFAULT_MODEL, Collection
+    from audiosheet.retrieval.identify import identify
 
     if direction not in ("a2s", "s2a"):
         raise ValueError(f"direction must be a2s or s2a, not {direction!r}")
@@ -112,7 +93,7 @@ def evaluate_pieces(corpus: str | Path, split: str = "test", direction: str = "a
         for u in unindexed:
             print(f"warning: not indexed, its piece counts as not found: {u['error']}", file=sys.stderr)
     if method == "passage":  # the collection's passage model, added (or switched) first
-        from .index import DEFAULT_PASSAGE_MODEL
+        from audiosheet.retrieval.collection import DEFAULT_PASSAGE_MODEL
 
         pm = passage_model or DEFAULT_PASSAGE_MODEL
         if coll.settings.get("passage_model_sha256") != sha256_file(resolve_model(pm)):
@@ -168,15 +149,15 @@ def evaluate_passages(corpus: str | Path, model, split: str = "test", pairs: int
     snippet windows tiling the passage (sheet every ``sheet_hop`` columns, audio every
     ``audio_hop`` frames, the last window padded with paper / silence) averaged and normalised.
     Reports the snippet metrics for both directions, and the same by passage length."""
-    from .model import load_model
-    from .passages import PassagePairs, passage_pool
+    from audiosheet.models.checkpoint import is_passage, load_model
+    from audiosheet.training.passages import PassagePairs, passage_pool
 
     if not isinstance(model, torch.nn.Module):
         name = str(model)
         model = load_model(model)
     else:
         name = model.config.name
-    passage = getattr(model.config, "kind", None) == "passage"
+    passage = is_passage(model)
     cfg = model.config
     kw = dict(audio_window=cfg.audio_window, audio_hop=cfg.audio_hop, sheet_window=cfg.sheet_window,
               sheet_hop=cfg.sheet_hop) if passage else {}
@@ -186,7 +167,7 @@ def evaluate_passages(corpus: str | Path, model, split: str = "test", pairs: int
     idx = passage_pool(data, pairs, seed=seed)
     t0 = time.perf_counter()
     if passage:
-        from .train import embed_passages
+        from audiosheet.training.train import embed_passages
 
         es, ea = embed_passages(model, data, idx, progress=progress)
     else:
@@ -209,8 +190,8 @@ def average_snippets(model, data, indices, sheet_hop: int = 20, audio_hop: int =
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from .embed import Embedder
-    from .passages import windows
+    from audiosheet.frontend.windows import windows
+    from audiosheet.models.embed import Embedder
 
     emb = Embedder(model)
     h, w = model.config.sheet_shape
@@ -267,9 +248,10 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     """
     from tqdm import tqdm
 
-    from .identify import identify
-    from .index import DEFAULT_MODEL, Collection, sha256_file
-    from .model import resolve_model
+    from audiosheet.files import sha256_file
+    from audiosheet.models.checkpoint import resolve_model
+    from audiosheet.retrieval.collection import DEFAULT_MODEL, Collection
+    from audiosheet.retrieval.identify import identify
 
     folder = Path(folder)
     if not (folder / "sheets").is_dir() or not (folder / "queries").is_dir():
@@ -281,13 +263,13 @@ def evaluate_folder(folder: str | Path, method: str = "dtw", db: str | Path | No
     model = model or DEFAULT_MODEL
     db = Path(db) if db else folder / f".collection-{sha256_file(resolve_model(model))[:10]}"
     if not (db / "collection.sqlite").exists():  # another model's collection of the folder, made
-        from .index import front_end_version  # by today's front end: copy it
+        from audiosheet.retrieval.store import front_end_version  # by today's front end: copy it
 
         others = [c for c in (Collection(d, create=False) for d in folder.glob(".collection-*")
                               if (d / "collection.sqlite").is_file())
                   if c.settings.get("front_end") == front_end_version()]
         if others:
-            from .reembed import reembed
+            from audiosheet.retrieval.reembed import reembed
 
             reembed(max(others, key=len).root, db, model=model, progress=progress)
     coll = Collection(db, model=model)

@@ -27,7 +27,7 @@ def show_alignment(corpus_dir: str | Path, piece: str | None, out: str | Path, p
     """Write the alignment picture of ``piece`` (default: the first test piece) to ``out`` (PNG)."""
     from PIL import Image, ImageDraw
 
-    from .corpus import Corpus, CorpusError
+    from audiosheet.corpus.reader import Corpus, CorpusError
 
     c = Corpus(corpus_dir)
     if piece is None:
@@ -108,8 +108,8 @@ def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) ->
     """
     from PIL import Image, ImageDraw
 
-    from .identify import IdentifyError
-    from .pages import iter_pages
+    from audiosheet.frontend.pages import iter_pages
+    from audiosheet.retrieval.identify import IdentifyError
 
     if not ident.results:
         raise IdentifyError(f"{ident.query}: no match to show")
@@ -139,8 +139,8 @@ def show_match(ident, out: str | Path, which: int = 0, max_width: int = 1400) ->
             ImageDraw.Draw(im).text((10, 8), f"page {no}", fill=(200, 0, 0), font=font)
             panels.append(im)
     else:
-        from .audio import load_audio
-        from .spectrogram import DEFAULT, spectrogram
+        from audiosheet.frontend.audio import load_audio
+        from audiosheet.frontend.spectrogram import DEFAULT, spectrogram
 
         first = next(iter(iter_pages(ident.query)))
         panels.append(Image.fromarray(first).convert("RGB"))

@@ -1,1 +1,1 @@
-"""Shipped model configurations (JSON), loaded by name with audiosheet.model.load_config."""
+"""Shipped model configurations (JSON), loaded by name with audiosheet.models.checkpoint.load_config."""

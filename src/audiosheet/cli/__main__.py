@@ -1,0 +1,6 @@
+"""``python -m audiosheet.cli``."""
+import sys
+
+from audiosheet.cli import main
+
+sys.exit(main())

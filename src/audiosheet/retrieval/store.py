@@ -1,0 +1,427 @@
+"""The collection: sheet music and recordings indexed by their snippet embeddings, on disk.
+
+Layout of a collection folder::
+
+    collection.sqlite          settings (model, index kind, generation) and one row per item —
+                               the source of truth; every change is one SQLite transaction
+    items/SHA256.npz           per item: its snippet embeddings (float16) and where each snippet
+                               comes from (page, system, x-range; or time)
+    faiss/KIND.GEN.faiss       search index of all sheet (or audio) embeddings, rows in item-id
+                               order; derived data, rebuilt from items/ whenever it is missing
+    passages/TAG/SHA256.npz    per item, once a passage model is added (``add_passage_model``):
+                               passage embeddings (sheet: systems and system pairs; audio:
+                               stretches) and where each passage is; TAG names the passage model.
+                               Computed from the front-end data kept in items/ (the strip, the
+                               spectrogram), so adding a passage model reads no file again
+
+An ``add`` first writes the new items' embedding files, then the next generation's FAISS files,
+and only then commits the items and the new generation number in one transaction; old
+generations are deleted after the commit. A crash or kill at any point leaves the last committed
+generation complete and usable; leftovers of the interrupted step are removed by the next write.
+One writer at a time (a lock file); readers never need the lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from audiosheet.files import KINDS, atomic_path, save_npz
+from audiosheet.geometry import INDEX_AUDIO_HOP, INDEX_SHEET_HOP
+
+# vectors of one kind above which "auto" uses an approximate (HNSW) index: exact search of 100
+# query snippets costs ~0.12 s per 100k vectors on one core here, HNSW ~10 ms at 600k
+APPROX_THRESHOLD = 100_000
+HNSW_M, HNSW_EF_SEARCH = 32, 96
+COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
+
+FRONT_END = ("strip", "spec")  # kept in an item's file for models added later, not loaded by data()
+INDEX_MODES = ("auto", "exact", "approx")
+
+
+class CollectionError(ValueError):
+    """A collection that cannot be opened or changed as asked; one line naming the folder."""
+
+
+@dataclass
+class Item:
+    """One indexed file."""
+
+    id: int
+    kind: str  # "sheet" or "audio"
+    name: str  # the piece it is of: the file name without suffix unless given
+    path: str  # as added (absolute)
+    sha256: str
+    added: str  # ISO time
+    n: int  # snippets indexed
+    info: dict = field(default_factory=dict)  # pages, systems, seconds, skipped pages...
+
+    def describe(self) -> str:
+        i = self.info
+        what = (f"{i.get('pages', '?')} page(s), {i.get('systems', '?')} systems" if self.kind == "sheet"
+                else f"{i.get('seconds', 0):.1f} s")
+        return f"{self.id:>5}  {self.kind:<5}  {self.name}  ({what}, {self.n} snippets)  {self.path}"
+
+
+def front_end_version() -> str:
+    """A fingerprint of the code that turns files into strips and spectrograms (every module of
+    ``audiosheet.frontend``): a collection records the one it was indexed with, so stored
+    front-end data is reused (``reembed``) only where the same code would make it again."""
+    h = hashlib.sha256()
+    for path in sorted((Path(__file__).parents[1] / "frontend").glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def now() -> str:
+    """The local time as ISO 8601 to the second, as items record when they were added."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for an unexpected exception while ingesting a file."""
+    if isinstance(exc, MemoryError):
+        return "out of memory while reading it (file too large for this machine?)"
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text and not isinstance(exc, (OSError, ValueError)) \
+        else text or type(exc).__name__
+
+
+class Store:
+    """A collection folder's storage (see the module docstring): settings, items, their stored
+    arrays, the FAISS indexes and the writer lock. It embeds nothing and loads no model:
+    ``audiosheet.retrieval.collection.Collection`` adds the model side on top.
+
+    ``Store(path, index, approx_threshold, create, new_settings)`` opens the folder; a folder with no
+    collection is made complete or not at all (``create``; ``new_settings()`` gives the settings of
+    the model side, e.g. the model and its front end). ``index``/``approx_threshold`` change the
+    search index kind of an existing collection (every index is rebuilt).
+    """
+
+    def __init__(self, path: str | Path, index: str | None = None, approx_threshold: int | None = None,
+                 create: bool = True, new_settings: Callable[[], dict] | None = None):
+        self.root = Path(path)
+        self._faiss: dict[str, object] = {}
+        self._cache: dict[int, dict] = {}
+        self._passage_index: dict = {}
+        db = self.root / "collection.sqlite"
+        if not db.is_file():
+            if not create:
+                raise CollectionError(f"{self.root}: no collection here (create one with "
+                                      f"'audiosheet index add --db {self.root} FILES')")
+            if self.root.exists() and not self.root.is_dir():
+                raise CollectionError(f"{self.root}: exists and is not a folder")
+            index = index or "auto"
+            self._check_index_mode(index)
+            self._create({"format": 1, **(new_settings() if new_settings else {}), "index": index,
+                          "approx_threshold": int(APPROX_THRESHOLD if approx_threshold is None else approx_threshold),
+                          "generation": 0, "sheet_hop": INDEX_SHEET_HOP, "audio_hop": INDEX_AUDIO_HOP,
+                          "front_end": front_end_version(), "created": now()})
+            index = approx_threshold = None
+        self.db = sqlite3.connect(db, timeout=60)
+        self.db.row_factory = sqlite3.Row
+        self.settings = {r["key"]: json.loads(r["value"]) for r in self.db.execute("select * from settings")}
+        changes = {}
+        if index is not None and index != self.settings["index"]:
+            changes["index"] = index
+        if approx_threshold is not None and approx_threshold != self.settings["approx_threshold"]:
+            changes["approx_threshold"] = int(approx_threshold)
+        if changes:
+            self._check_index_mode(changes.get("index", "auto"))
+            with self.writing():
+                with self.db:
+                    for k, v in changes.items():
+                        self.set_setting(k, v)
+                self._rebuild_all()
+
+    def _create(self, settings: dict) -> None:
+        """Write a new collection's database with ``settings``: complete, or not at all."""
+        (self.root / "items").mkdir(parents=True, exist_ok=True)
+        (self.root / "faiss").mkdir(exist_ok=True)
+        with atomic_path(self.root / "collection.sqlite") as tmp:
+            db = sqlite3.connect(tmp)
+            with db:
+                db.execute("create table settings (key text primary key, value text not null)")
+                db.execute("""create table items (id integer primary key autoincrement, kind text not null,
+                              name text not null, path text not null, sha256 text not null unique,
+                              added text not null, n integer not null, info text not null)""")
+                db.executemany("insert into settings values (?, ?)",
+                               [(k, json.dumps(v)) for k, v in settings.items()])
+            db.close()
+
+    def store_item(self, kind: str, name: str, path: str, sha256: str, arrays: dict, info: dict,
+                   added: str | None = None) -> Item:
+        """Write one item's arrays (``emb`` (N, d) and its locations; front-end data) to
+        ``items/SHA256.npz`` atomically and return the Item to ``commit`` (id 0 until then).
+        Call inside ``writing()``."""
+        save_npz(self.root / "items" / f"{sha256}.npz", **arrays)
+        return Item(0, kind, name, path, sha256, added or now(), len(arrays["emb"]), info)
+
+    def _check_index_mode(self, index: str) -> None:
+        if index not in INDEX_MODES:
+            raise CollectionError(f"{self.root}: index must be {', '.join(INDEX_MODES)}, not {index!r}")
+
+    def set_setting(self, key: str, value) -> None:
+        self.db.execute("insert or replace into settings values (?, ?)", (key, json.dumps(value)))
+        self.settings[key] = value
+
+    @contextlib.contextmanager
+    def writing(self):
+        """The writer lock, and removal of leftovers of interrupted writes."""
+        import fcntl
+
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise CollectionError(f"{self.root}: another process is changing this collection") from None
+            self._reload_settings()
+            self._clean()
+            yield
+
+    def _reload_settings(self) -> None:
+        self.settings = {r["key"]: json.loads(r["value"]) for r in self.db.execute("select * from settings")}
+
+    def _clean(self) -> None:
+        keep = {r["sha256"] for r in self.db.execute("select sha256 from items")}
+        for f in (self.root / "items").iterdir():
+            if f.name.startswith(".") or f.stem not in keep:
+                f.unlink(missing_ok=True)
+        gen = self.settings["generation"]
+        for f in (self.root / "faiss").iterdir():
+            if not f.name.endswith(f".{gen}.faiss"):
+                f.unlink(missing_ok=True)
+        tag = self._passage_tag()
+        for d in (self.root / "passages").iterdir() if (self.root / "passages").is_dir() else ():
+            if d.name != tag:  # another (older, or an interrupted new) passage model's files
+                import shutil
+
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            for f in d.iterdir():
+                if f.name.startswith(".") or f.stem not in keep:
+                    f.unlink(missing_ok=True)
+
+    def items(self, kind: str | None = None) -> list[Item]:
+        q = "select * from items" + (" where kind = ?" if kind else "") + " order by id"
+        return [Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"],
+                     json.loads(r["info"])) for r in self.db.execute(q, (kind,) if kind else ())]
+
+    def __len__(self) -> int:
+        return self.db.execute("select count(*) from items").fetchone()[0]
+
+    def find(self, key: str | int) -> Item:
+        """An item by id, name, path or content hash (prefix ≥ 8)."""
+        items = self.items()
+        key = str(key)
+        for test in (lambda i: str(i.id) == key, lambda i: i.path == str(Path(key).resolve()) if
+                     Path(key).exists() else False, lambda i: i.name == key,
+                     lambda i: len(key) >= 8 and i.sha256.startswith(key)):
+            hits = [i for i in items if test(i)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise CollectionError(f"{self.root}: '{key}' names {len(hits)} items (ids "
+                                      f"{', '.join(str(i.id) for i in hits)}); give an id")
+        raise CollectionError(f"{self.root}: no item '{key}'")
+
+    def data(self, item: Item) -> dict:
+        """An item's stored arrays (embeddings float32 and locations), cached."""
+        if item.id not in self._cache:
+            with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
+                d = {k: z[k] for k in z.files if k not in FRONT_END}
+            d["emb"] = d["emb"].astype(np.float32)
+            if len(self._cache) > 64:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[item.id] = d
+        return self._cache[item.id]
+
+    def commit(self, pending: list[tuple[Item, dict]]) -> list[Item]:
+        """Make ``pending`` items part of the collection: next-generation FAISS files, then one
+        transaction (items + generation), then the old generation's files go."""
+        gen = self.settings["generation"] + 1
+        with self.db:  # ids are assigned inside the transaction that also moves the generation
+            for item, _ in pending:
+                cur = self.db.execute("insert into items (kind, name, path, sha256, added, n, info) "
+                                      "values (?, ?, ?, ?, ?, ?, ?)",
+                                      (item.kind, item.name, item.path, item.sha256, item.added, item.n,
+                                       json.dumps(item.info)))
+                item.id = cur.lastrowid
+            for kind in KINDS:
+                new = [a["emb"] for it, a in pending if it.kind == kind]
+                self._next_index(kind, gen, append=new)
+            self.set_setting("generation", gen)
+        self._clean()
+        return [it for it, _ in pending]
+
+    def remove(self, key: str | int) -> Item:
+        """Remove one item (by id, name, path or hash) from the collection."""
+        with self.writing():
+            item = self.find(key)
+            gen = self.settings["generation"] + 1
+            with self.db:
+                self.db.execute("delete from items where id = ?", (item.id,))
+                for kind in KINDS:
+                    self._next_index(kind, gen, rebuild=kind == item.kind)
+                self.set_setting("generation", gen)
+            self._cache.pop(item.id, None)
+            self._clean()
+        return item
+
+    def _passage_tag(self, sha: str | None = None) -> str | None:
+        sha = sha or self.settings.get("passage_model_sha256")
+        return sha[:12] if sha else None
+
+    @property
+    def passage_model_name(self) -> str | None:
+        return self.settings.get("passage_model")
+
+    def passage_data(self, item: Item) -> dict:
+        """An item's passage embeddings (float32) and where each passage is."""
+        tag = self._passage_tag()
+        if tag is None:
+            raise CollectionError(f"{self.root}: no passage model in this collection")
+        with np.load(self.root / "passages" / tag / f"{item.sha256}.npz") as z:
+            d = {k: z[k] for k in z.files}
+        d["emb"] = d["emb"].astype(np.float32)
+        return d
+
+    def passage_search_index(self, kind: str):
+        """(FAISS index of all ``kind`` passage embeddings, items, item index of every row, first
+        row of each item); built in memory from passages/ and cached per generation."""
+        import faiss
+
+        self._reload_settings()
+        key = (self.settings["generation"], self._passage_tag())
+        cache = self._passage_index
+        if kind not in cache or cache[kind][0] != key:
+            items = self.items(kind)
+            embs = [self.passage_data(it)["emb"] for it in items]
+            ix = faiss.IndexFlatIP(self.settings["passage_model_config"]["embed_dim"])
+            for e in embs:
+                ix.add(np.ascontiguousarray(e, np.float32))
+            n = [len(e) for e in embs]
+            cache[kind] = (key, ix, items, np.repeat(np.arange(len(items)), n), np.cumsum([0] + n))
+        return cache[kind][1:]
+
+    def _index_kind(self, n: int) -> str:
+        mode = self.settings["index"]
+        return "approx" if mode == "approx" or (mode == "auto" and n > self.settings["approx_threshold"]) \
+            else "exact"
+
+    def _new_index(self, kind_of_index: str):
+        import faiss
+
+        d = self.settings["dim"]
+        if kind_of_index == "approx":
+            ix = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            ix.hnsw.efConstruction = 80
+            return ix
+        return faiss.IndexFlatIP(d)
+
+    def _next_index(self, kind: str, gen: int, append: list[np.ndarray] = (),
+                    rebuild: bool = False) -> None:
+        """Generation ``gen``'s FAISS file of ``kind``: the current one hard-linked when nothing
+        of that kind changes, else written by ``_write_index``."""
+        old = self.root / "faiss" / f"{kind}.{self.settings['generation']}.faiss"
+        if rebuild or append or not old.exists():
+            self._write_index(kind, gen, append=list(append), rebuild=rebuild)
+        else:
+            os.link(old, self.root / "faiss" / f"{kind}.{gen}.faiss")
+
+    def _write_index(self, kind: str, gen: int, append: list[np.ndarray] | None = None,
+                     rebuild: bool = False) -> None:
+        """Write ``faiss/KIND.GEN.faiss`` (via a temporary file): the current generation's index
+        plus ``append``ed rows, or rebuilt from the item files (``rebuild``, or when the kind of
+        index changes, or when the current file is missing). Runs inside the DB transaction, so
+        ``items`` already shows the new state."""
+        import faiss
+
+        items = self.items(kind)
+        total = sum(i.n for i in items)
+        want = self._index_kind(total)
+        old = self.root / "faiss" / f"{kind}.{self.settings['generation']}.faiss"
+        ix = None
+        if not rebuild and append is not None and old.exists():
+            ix = faiss.read_index(str(old))
+            if (want == "approx") != isinstance(ix, faiss.IndexHNSWFlat):
+                ix = None
+        if ix is None:
+            ix = self._new_index(want)
+            for it in items:
+                ix.add(self.embeddings(it))
+        else:
+            for e in append:
+                ix.add(np.ascontiguousarray(e, np.float32))
+        if ix.ntotal != total:
+            raise CollectionError(f"{self.root}: {kind} index has {ix.ntotal} rows, items {total}")
+        path = self.root / "faiss" / f"{kind}.{gen}.faiss"
+        tmp = path.with_name(f".{path.name}.tmp")
+        faiss.write_index(ix, str(tmp))
+        os.replace(tmp, path)
+        self._faiss.pop(kind, None)
+
+    def embeddings(self, item: Item) -> np.ndarray:
+        with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
+            return np.ascontiguousarray(z["emb"], np.float32)
+
+    def _rebuild_all(self) -> None:
+        gen = self.settings["generation"] + 1
+        with self.db:
+            for kind in KINDS:
+                self._write_index(kind, gen, rebuild=True)
+            self.set_setting("generation", gen)
+        self._clean()
+
+    def search_index(self, kind: str):
+        """(FAISS index, items in row order, item index of every row, first row of each item)
+        of the ``kind`` embeddings."""
+        import faiss
+
+        self._reload_settings()
+        gen = self.settings["generation"]
+        cached = self._faiss.get(kind)
+        if cached is None or cached[0] != gen:
+            items = self.items(kind)
+            path = self.root / "faiss" / f"{kind}.{gen}.faiss"
+            try:
+                ix = faiss.read_index(str(path))
+            except RuntimeError:  # missing or damaged: derived data, so rebuild it in memory
+                ix = self._new_index(self._index_kind(sum(i.n for i in items)))
+                for it in items:
+                    ix.add(self.embeddings(it))
+            if isinstance(ix, faiss.IndexHNSWFlat):
+                ix.hnsw.efSearch = HNSW_EF_SEARCH
+            starts = np.cumsum([0] + [i.n for i in items])
+            if ix.ntotal != starts[-1]:
+                raise CollectionError(f"{self.root}: {kind} index and items disagree "
+                                      f"({ix.ntotal} vs {starts[-1]} rows)")
+            owner = np.repeat(np.arange(len(items)), [i.n for i in items])
+            cached = (gen, ix, items, owner, starts)
+            self._faiss[kind] = cached
+        return cached[1:]
+
+    def size_on_disk(self) -> dict:
+        """Bytes of the collection's files by part."""
+        def du(p: Path) -> int:
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else \
+                (p.stat().st_size if p.exists() else 0)
+        return {"sqlite": du(self.root / "collection.sqlite"), "items": du(self.root / "items"),
+                "faiss": du(self.root / "faiss")}
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
