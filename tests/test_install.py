@@ -154,3 +154,11 @@ def test_pyproject_base_dependencies_hold_no_corpus_package():
     assert "$(BIN)/" + TINYSOUNDFONT_INSTALL.replace("install", "install -q", 1) in makefile
     assert "$(BIN)/pip install -q torch==2.13.0" in makefile
     assert makefile.index("torch==2.13.0") < makefile.index("-e '.[dev]'")
+
+
+def test_serve_without_the_serve_extra_is_one_line_naming_the_install(tmp_path):
+    r = _cli(["serve", "--db", tmp_path / "db"], ("fastapi",), tmp_path=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "audiosheet: error: audiosheet serve needs the 'serve' extra (missing: fastapi): "
+        "pip install 'audiosheet[serve]'"]

@@ -14,6 +14,7 @@ from audiosheet.retrieval.matching import (
     reversed_background,
     reversed_background_many,
     subsequence_dtw,
+    subsequence_dtw_path,
     subsequence_dtw_batch,
     vote_rates,
 )
@@ -108,3 +109,24 @@ def test_subsequence_dtw_finds_a_stretched_excerpt():
 
 def test_densest_run():
     assert densest_run(np.array([3, 50, 51, 52, 60, 200]), 15) == (50, 60)
+
+
+def test_dtw_path_agrees_with_the_cost_and_respects_the_steps():
+    rng = np.random.default_rng(3)
+    for n, m in ((12, 60), (30, 45), (5, 5), (20, 200)):
+        cost = rng.random((n, m))
+        c, j0, j1 = subsequence_dtw(cost)
+        cp, path = subsequence_dtw_path(cost)
+        assert cp == pytest.approx(c)
+        assert (path[0], path[-1]) == (j0, j1)
+        assert cost[np.arange(n), path].mean() == pytest.approx(c)
+        steps = np.diff(path)
+        assert steps.min() >= 0 and steps.max() <= 4
+        stays = max((len(r) for r in "".join("s" if d == 0 else "|" for d in steps).split("|")), default=0)
+        assert stays <= 3
+    # a stretched excerpt: the path follows the stretch
+    ref = _unit(rng, 80)
+    q = ref[20:50:2]
+    _, path = subsequence_dtw_path(1 - q @ ref.T)
+    np.testing.assert_array_equal(path, np.arange(20, 50, 2))
+    assert subsequence_dtw_path(rng.random((30, 5)))[0] == float("inf")

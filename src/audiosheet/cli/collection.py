@@ -130,6 +130,26 @@ def _identify(a) -> int:
     return 0
 
 
+def _serve(a) -> int:
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if absent(m)]
+    if missing:
+        print(f"audiosheet: error: audiosheet serve needs the 'serve' extra (missing: {', '.join(missing)}): "
+              f"pip install 'audiosheet[serve]'", file=sys.stderr)
+        return 1
+    from audiosheet.server.app import serve
+
+    serve(a.db, host=a.host, port=a.port, max_upload=int(a.max_upload_mb * 1024 * 1024))
+    return 0
+
+
 def _demo(a) -> int:
     from audiosheet.demo import run
 
@@ -193,6 +213,14 @@ def add_commands(sub) -> None:
                    help="identify a recording longer than S seconds in 30-s segments (default: "
                         "the longest indexed item's estimated length)")
     q.set_defaults(func=_identify)
+
+    sv = sub.add_parser("serve", help="a web page and a JSON API over a collection (model and index "
+                        "loaded once); needs the 'serve' extra")
+    sv.add_argument("--db", required=True, help="the collection folder (made with 'audiosheet index add')")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (413 above)")
+    sv.set_defaults(func=_serve)
 
     d = sub.add_parser("demo", help="index a few held-out scores and identify recordings of them")
     d.add_argument("--out", required=True, help="folder for the pieces, files, collection and picture")

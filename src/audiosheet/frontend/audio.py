@@ -232,12 +232,14 @@ def _read_ffmpeg(path: Path, sample_rate: int, start: float, end: float | None,
         return _read_ffmpeg(path, sample_rate, start, end, unreadable, seek=False)
     # decoded to the end: its length is known exactly; else (stopped at the excerpt's end, or
     # nothing after a seek) the container's word for it
+    if mix is None and not sr:  # nothing decoded and no rate declared: not a recording
+        raise AudioError(path, unreadable or "not a readable audio file (no audio decoded)")
     file_seconds = pos / sr if pos and (b is None or pos < b) else (declared or pos / sr)
     if mix is None or (mix.n == 0 and a):
         if start:
             raise _outside(path, start, end, file_seconds or None)
         mix = _Mixer(path, max(sr, 1), sample_rate, "ffmpeg")  # nothing decoded: "no audio (0 samples)"
-    return mix, sr, channels, file_seconds, a / sr
+    return mix, sr, channels, file_seconds, a / max(sr, 1)
 
 
 def _read(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None):

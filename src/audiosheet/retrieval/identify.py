@@ -40,6 +40,7 @@ from audiosheet.retrieval.matching import (
     leads,
     reversed_background_many,
     subsequence_dtw,
+    subsequence_dtw_path,
     vote_rates,
 )
 from audiosheet.retrieval.store import CollectionError
@@ -103,6 +104,9 @@ class Identification:
     latency_s: float = 0.0
     confident: bool | None = None
     segments: list[dict] = field(default_factory=list)
+    # recording query, asked for with ``align=True``: where the query is in its best score at each
+    # query snippet (``alignment``): [{"t": s, "page", "system", "x", "y0", "y1", "page_size"}]
+    alignment: list[dict] | None = None
 
     @property
     def best(self) -> Match | None:
@@ -116,6 +120,8 @@ class Identification:
              "latency_s": round(self.latency_s, 4)}
         if self.segments:
             d["segments"] = [{**s, "results": [m.to_dict() for m in s["results"]]} for s in self.segments]
+        if self.alignment is not None:
+            d["alignment"] = self.alignment
         return d
 
 
@@ -210,7 +216,7 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
              start: float | None = None, end: float | None = None,
              shortlist: int = SHORTLIST, threshold: float = CONFIDENT,
              segment_over: float | None = None, segment_s: float = SEGMENT_S,
-             shortlist_by: str = SHORTLIST_BY, rank_by: str = RANK_BY) -> Identification:
+             shortlist_by: str = SHORTLIST_BY, rank_by: str = RANK_BY, align: bool = False) -> Identification:
     """Rank the collection's items of the other modality for a query file.
 
     Audio query → scores, each with the matched passage's page, system and x-range; score query
@@ -226,6 +232,9 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     (``Identification.segments``), from one pass of the front end and the model; the top-level
     results then rank every piece found by the number of segments it answers confidently, then
     by its best confidence (``query_info["segments_won"]``).
+
+    ``align``: for a recording query (vote or dtw), also follow it through its best score
+    (``Identification.alignment``, from ``alignment_path``; per segment for a long query).
 
     Raises ``IdentifyError`` (no such file, unknown kind, nothing to match against, bad option),
     ``AudioError``/``PageError`` for an unreadable query.
@@ -288,8 +297,33 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     else:
         results, confident, extra = _rank(q, **rank)
         info.update(extra)
+    alignment = None
+    if align and kind == "audio" and len(q):
+        step, t_start = info["snippet_s"], info["start_s"]
+        parts = [(a, s["results"][0]) for a, s in zip(range(0, len(q), max(int(round(segment_s / step)), 1)),
+                                                         segments) if s["results"]] if segments else \
+            ([(0, results[0])] if results else [])
+        ends = [a for a, _ in parts[1:]] + [len(q)]
+        alignment = [p for (a, m), b in zip(parts, ends)
+                     for p in alignment_path(q[a:b], coll.data(coll.item(m.item)), t_start + a * step, step)]
     return Identification(str(query), kind, method, results, info, time.perf_counter() - t0,
-                          confident, segments)
+                          confident, segments, alignment)
+
+
+def alignment_path(q: np.ndarray, d: dict, t0: float, step: float) -> list[dict]:
+    """Where each snippet of a recording query is in a score: subsequence DTW of the query
+    embeddings ``q`` (n, d) through the score item's stored embeddings and locations ``d``
+    (``Store.data``), its path mapped to the page (``sheet_location``). Query snippet i is at
+    ``t0 + i · step`` seconds. Returns one point per query snippet: {"t", "page", "system", "x"
+    (page px of the page as read), "y0", "y1" (the system's extent), "page_size"}; [] when the
+    score is too short for any path."""
+    _, path = subsequence_dtw_path(1.0 - q @ d["emb"].T)
+    out = []
+    for i, j in enumerate(path):
+        span = sheet_location(d, int(j), int(j))["spans"][0]
+        out.append({"t": round(t0 + i * step, 3), "page": span["page"], "system": span["system"],
+                    "x": span["x0"], "y0": span["box"][1], "y1": span["box"][3], "page_size": span["page_size"]})
+    return out
 
 
 def _rank(q: np.ndarray, coll, ix, items, owner, starts, target: str, method: str, top: int,

@@ -69,6 +69,43 @@ def subsequence_dtw(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = 
     return float(c[0]), int(j0[0]), int(j1[0])
 
 
+def subsequence_dtw_path(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = MAX_STAY
+                         ) -> tuple[float, np.ndarray]:
+    """``subsequence_dtw`` with its path: (mean cost per query row, reference column of every
+    query row, int64 (n,)); the same steps, so the same cost, first and last column. An empty
+    path (and cost inf) if the reference is too short for any path."""
+    cost = np.asarray(cost, np.float64)
+    n, m = cost.shape
+    # acc[i, z, j]: best cost of a path at (i, j) that has stayed on j for the last z rows;
+    # back[i, z, j]: the column of row i - 1 on that path (its stay count follows from it)
+    acc = np.full((n, max_stay + 1, m), np.inf)
+    back = np.zeros((n, max_stay + 1, m), np.int64)
+    acc[0, 0] = cost[0]
+    for i in range(1, n):
+        prev = acc[i - 1].min(axis=0)
+        best, arg = np.full(m, np.inf), np.zeros(m, np.int64)
+        for s in range(1, min(max_step, m - 1) + 1):
+            better = prev[:-s] < best[s:]
+            best[s:] = np.where(better, prev[:-s], best[s:])
+            arg[s:] = np.where(better, np.arange(m - s), arg[s:])
+        acc[i, 0], back[i, 0] = best + cost[i], arg
+        acc[i, 1:] = acc[i - 1, :-1] + cost[i]
+        back[i, 1:] = np.arange(m)
+    end = acc[-1].min(axis=0)
+    j = int(np.argmin(end))
+    if not np.isfinite(end[j]):
+        return float("inf"), np.zeros(0, np.int64)
+    path = np.empty(n, np.int64)
+    z = int(np.argmin(acc[-1, :, j]))
+    for i in range(n - 1, -1, -1):
+        path[i] = j
+        if i:
+            j_prev = int(back[i, z, j])
+            z = z - 1 if j_prev == j else int(np.argmin(acc[i - 1, :, j_prev]))
+            j = j_prev
+    return float(end[path[-1]] / n), path
+
+
 def densest_run(hits: np.ndarray, width: int) -> tuple[int, int]:
     """(first, last) of the ``width``-long stretch of positions holding most of ``hits``."""
     h = np.sort(np.asarray(hits))

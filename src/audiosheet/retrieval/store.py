@@ -126,7 +126,9 @@ class Store:
                           "generation": 0, "sheet_hop": INDEX_SHEET_HOP, "audio_hop": INDEX_AUDIO_HOP,
                           "front_end": front_end_version(), "created": now()})
             index = approx_threshold = None
-        self.db = sqlite3.connect(db, timeout=60)
+        # one connection shared by the threads of a server (``audiosheet serve``): SQLite's
+        # serialized mode (sqlite3.threadsafety 3) makes that safe; writes still take ``writing()``
+        self.db = sqlite3.connect(db, timeout=60, check_same_thread=sqlite3.threadsafety < 3)
         self.db.row_factory = sqlite3.Row
         self.settings = {r["key"]: json.loads(r["value"]) for r in self.db.execute("select * from settings")}
         changes = {}
@@ -214,6 +216,13 @@ class Store:
         q = "select * from items" + (" where kind = ?" if kind else "") + " order by id"
         return [Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"],
                      json.loads(r["info"])) for r in self.db.execute(q, (kind,) if kind else ())]
+
+    def item(self, item_id: int) -> Item:
+        """One item by its id; CollectionError if there is none."""
+        r = self.db.execute("select * from items where id = ?", (int(item_id),)).fetchone()
+        if r is None:
+            raise CollectionError(f"{self.root}: no item with id {item_id}")
+        return Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"], json.loads(r["info"]))
 
     def __len__(self) -> int:
         return self.db.execute("select count(*) from items").fetchone()[0]
