@@ -36,6 +36,15 @@ import numpy as np
 
 from audiosheet.files import KINDS, atomic_path, save_npz
 from audiosheet.geometry import INDEX_AUDIO_HOP, INDEX_SHEET_HOP
+from audiosheet.retrieval.ann import (
+    ADD_BLOCK,
+    COMPRESSED_THRESHOLD,
+    MIN_VECTORS,
+    RerankedIndex,
+    build,
+    is_compressed,
+    write_rows,
+)
 
 # vectors of one kind above which "auto" uses an approximate (HNSW) index: exact search of 100
 # query snippets costs ~0.12 s per 100k vectors on one core here, HNSW ~10 ms at 600k
@@ -44,7 +53,7 @@ HNSW_M, HNSW_EF_SEARCH = 32, 96
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
 
 FRONT_END = ("strip", "spec")  # kept in an item's file for models added later, not loaded by data()
-INDEX_MODES = ("auto", "exact", "approx")
+INDEX_MODES = ("auto", "exact", "approx", "compressed")  # compressed: IVF-PQ + exact re-ranking (ann.py)
 
 
 class CollectionError(ValueError):
@@ -198,8 +207,8 @@ class Store:
             if f.name.startswith(".") or f.stem not in keep:
                 f.unlink(missing_ok=True)
         gen = self.settings["generation"]
-        for f in (self.root / "faiss").iterdir():
-            if not f.name.endswith(f".{gen}.faiss"):
+        for f in (self.root / "faiss").iterdir():  # KIND.GEN.faiss and KIND.GEN.rows.npy of this generation stay
+            if f.name.startswith(".") or f.name.split(".")[1:2] != [str(gen)]:
                 f.unlink(missing_ok=True)
         tag = self._passage_tag()
         for d in (self.root / "passages").iterdir() if (self.root / "passages").is_dir() else ():
@@ -322,9 +331,19 @@ class Store:
         return cache[kind][1:]
 
     def _index_kind(self, n: int) -> str:
+        """The index for ``n`` vectors of a kind: the mode asked for, or by size in "auto": exact
+        up to ``approx_threshold``, HNSW up to ``ann.COMPRESSED_THRESHOLD``, compressed above."""
         mode = self.settings["index"]
-        return "approx" if mode == "approx" or (mode == "auto" and n > self.settings["approx_threshold"]) \
+        if mode == "compressed":
+            return "compressed" if n >= MIN_VECTORS else "exact"
+        if mode != "auto":
+            return mode
+        return ("compressed" if n > COMPRESSED_THRESHOLD else "approx") if n > self.settings["approx_threshold"] \
             else "exact"
+
+    def _rows_path(self, kind: str, gen: int) -> Path:
+        """The row-ordered float16 embeddings a compressed index re-ranks with."""
+        return self.root / "faiss" / f"{kind}.{gen}.rows.npy"
 
     def _new_index(self, kind_of_index: str):
         import faiss
@@ -345,25 +364,42 @@ class Store:
             self._write_index(kind, gen, append=list(append), rebuild=rebuild)
         else:
             os.link(old, self.root / "faiss" / f"{kind}.{gen}.faiss")
+            rows = self._rows_path(kind, self.settings["generation"])
+            if rows.exists():
+                os.link(rows, self._rows_path(kind, gen))
 
     def _write_index(self, kind: str, gen: int, append: list[np.ndarray] | None = None,
                      rebuild: bool = False) -> None:
         """Write ``faiss/KIND.GEN.faiss`` (via a temporary file): the current generation's index
         plus ``append``ed rows, or rebuilt from the item files (``rebuild``, or when the kind of
-        index changes, or when the current file is missing). Runs inside the DB transaction, so
+        index changes, or when the current file is missing); a compressed index also gets its
+        row-ordered float16 embeddings (``KIND.GEN.rows.npy``). Runs inside the DB transaction, so
         ``items`` already shows the new state."""
         import faiss
 
         items = self.items(kind)
         total = sum(i.n for i in items)
         want = self._index_kind(total)
-        old = self.root / "faiss" / f"{kind}.{self.settings['generation']}.faiss"
+        gen0 = self.settings["generation"]
+        old = self.root / "faiss" / f"{kind}.{gen0}.faiss"
         ix = None
         if not rebuild and append is not None and old.exists():
             ix = faiss.read_index(str(old))
-            if (want == "approx") != isinstance(ix, faiss.IndexHNSWFlat):
+            have = "compressed" if is_compressed(ix) else "approx" if isinstance(ix, faiss.IndexHNSWFlat) else "exact"
+            if have != want or (want == "compressed" and not self._rows_path(kind, gen0).exists()):
                 ix = None
-        if ix is None:
+        if want == "compressed":
+            added = sum(len(e) for e in append or ())
+            if ix is None:
+                ix = build(self._item_rows(items), self.settings["dim"], total)
+                blocks = (self.embeddings(it) for it in items)
+            else:
+                for e in append:
+                    ix.add(np.ascontiguousarray(e, np.float32))
+                old_rows = np.load(self._rows_path(kind, gen0), mmap_mode="r")
+                blocks = [*(old_rows[a:a + ADD_BLOCK] for a in range(0, total - added, ADD_BLOCK)), *append]
+            write_rows(self._rows_path(kind, gen), blocks, total, self.settings["dim"])
+        elif ix is None:
             ix = self._new_index(want)
             for it in items:
                 ix.add(self.embeddings(it))
@@ -373,10 +409,20 @@ class Store:
         if ix.ntotal != total:
             raise CollectionError(f"{self.root}: {kind} index has {ix.ntotal} rows, items {total}")
         path = self.root / "faiss" / f"{kind}.{gen}.faiss"
-        tmp = path.with_name(f".{path.name}.tmp")
-        faiss.write_index(ix, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(ix, str(tmp))
         self._faiss.pop(kind, None)
+
+    def _item_rows(self, items: list[Item]):
+        """``(start, stop) → float32 rows`` over the items' embeddings in row order (for ``build``),
+        reading only the items a block touches."""
+        starts = np.cumsum([0] + [i.n for i in items])
+
+        def rows(a: int, b: int) -> np.ndarray:
+            first, last = np.searchsorted(starts, a, "right") - 1, np.searchsorted(starts, b, "left")
+            block = np.concatenate([self.embeddings(items[k]) for k in range(first, last)])
+            return block[a - starts[first]:b - starts[first]]
+        return rows
 
     def embeddings(self, item: Item) -> np.ndarray:
         with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
@@ -403,8 +449,16 @@ class Store:
             path = self.root / "faiss" / f"{kind}.{gen}.faiss"
             try:
                 ix = faiss.read_index(str(path))
-            except RuntimeError:  # missing or damaged: derived data, so rebuild it in memory
-                ix = self._new_index(self._index_kind(sum(i.n for i in items)))
+                if is_compressed(ix):
+                    ix = RerankedIndex(ix, np.load(self._rows_path(kind, gen), mmap_mode="r"))
+            except (RuntimeError, OSError, ValueError):  # missing or damaged: derived data, so rebuild it
+                want = self._index_kind(sum(i.n for i in items))
+                if want == "compressed":
+                    with self.writing():
+                        self._write_index(kind, gen, rebuild=True)
+                    self._faiss.pop(kind, None)
+                    return self.search_index(kind)
+                ix = self._new_index(want)
                 for it in items:
                     ix.add(self.embeddings(it))
             if isinstance(ix, faiss.IndexHNSWFlat):
