@@ -168,8 +168,10 @@ def add_commands(sub) -> None:
                     "recordings, or folders of them")
     ia.add_argument("--model", default=None, help="snippet model of a new collection (default: the "
                     "shipped one); an existing collection keeps its own")
-    ia.add_argument("--index", choices=["auto", "exact", "approx"], default=None,
-                    help="FAISS index: exact, approximate (HNSW), or auto by size (default auto)")
+    ia.add_argument("--index", choices=["auto", "exact", "approx", "compressed"], default=None,
+                    help="FAISS index: exact, approximate (HNSW), compressed (IVF-PQ with exact "
+                    "re-ranking, for millions of snippets), or auto by size (default auto: exact, "
+                    "HNSW above --approx-threshold, compressed above 1,000,000)")
     ia.add_argument("--approx-threshold", type=int, default=None, metavar="N",
                     help="auto: vectors of one kind above which the index is approximate "
                          "(default 100,000)")

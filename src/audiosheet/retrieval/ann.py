@@ -9,10 +9,11 @@ IEEE TPAMI 33(1)) in ``nlist`` inverted lists, of which ``nprobe`` are scanned p
 embeddings, kept in one row-ordered file that is memory-mapped, so only the rows a query touches
 are read. ``RerankedIndex.search`` answers like a FAISS index: (similarities, rows), best first.
 
-Defaults (``NPROBE``, ``RERANK``, ``PQ_BYTES``) were chosen on 803,075 sheet embeddings of a
-1,000-piece collection (26 real pieces + filler) with 600 real audio query snippets: recall@25
-against exact search 0.995 at 0.41 ms per query snippet (``IVF1024,PQ16``, nprobe 32, rerank 100;
-nprobe 16: 0.984 at 0.34 ms; OPQ in front: no better recall at this dimension).
+Defaults (``PROBE_SHARE``, ``RERANK``, ``PQ_BYTES``) were chosen on ``benchmarks/scale.py``'s
+1,023,058-vector collection (26 real music21 pieces + filler) with 1,000 real audio query snippets,
+i.e. tuned on that benchmark (docs/scale.md): with 4,096 lists, nprobe 32 / 64 / 128 gave recall@25
+against exact search 0.959 / 0.987 / 0.997 at 0.10 / 0.14 / 0.23 ms per query snippet (rerank 100;
+rerank 200 adds nothing). On 803,075 vectors, OPQ in front of PQ16 did not raise recall.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 COMPRESSED_THRESHOLD = 1_000_000  # vectors of one kind above which "auto" uses the compressed index
-NPROBE = 32  # inverted lists scanned per query snippet
+PROBE_SHARE = 64  # 1 / the share of inverted lists scanned per query snippet (nprobe = nlist / 64)
+MIN_NPROBE = 16
 RERANK = 100  # candidates re-scored exactly per query snippet
 PQ_BYTES = 16  # bytes per vector: 16 sub-quantisers of 8 bits
 TRAIN_PER_LIST = 39  # training vectors per inverted list (FAISS's k-means wants at least 39)
@@ -95,13 +97,14 @@ class RerankedIndex:
     ``rows``: float16 (N, d), usually memory-mapped. ``search(q, k)`` → (cosine (B, k) float32,
     rows (B, k) int64), best first; -1 (similarity -inf) where fewer than k were found."""
 
-    def __init__(self, index, rows: np.ndarray, nprobe: int = NPROBE, rerank: int = RERANK):
+    def __init__(self, index, rows: np.ndarray, nprobe: int | None = None, rerank: int = RERANK):
         import faiss
 
         if index.ntotal != len(rows):
             raise ValueError(f"index has {index.ntotal} rows, the stored embeddings {len(rows)}")
         self.index, self.rows, self.rerank = index, rows, int(rerank)
-        faiss.extract_index_ivf(index).nprobe = int(nprobe)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = int(nprobe or max(MIN_NPROBE, ivf.nlist // PROBE_SHARE))
 
     @property
     def ntotal(self) -> int:
