@@ -24,7 +24,6 @@ the compressed index. Figures only, never asserted.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -36,15 +35,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from identify import add_filler  # noqa: E402  (benchmarks/identify.py: the filler items)
 
 from audiosheet.retrieval.collection import Collection  # noqa: E402
-
-
-def _bench_identify():
-    spec = importlib.util.spec_from_file_location("bench_identify", ROOT / "benchmarks" / "identify.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def rss_gb() -> float:
@@ -64,7 +59,7 @@ def grow(db: Path, files: Path, vectors: int, index: str, seed: int) -> dict:
     have, mean = sum(i.n for i in items), float(np.mean([i.n for i in items]))
     want = int(np.ceil(max(vectors - have, 0) / mean))
     t = time.perf_counter()
-    added = _bench_identify().add_filler(coll, len(items) + want, rng) if want else 0
+    added = add_filler(coll, len(items) + want, rng) if want else 0
     build = time.perf_counter() - t
     n = sum(i.n for i in Collection(db).items("sheet"))
     return {"filler_items": added, "vectors": n, "grow_s": round(build, 1)}
@@ -180,7 +175,7 @@ def main() -> None:
         shutil.rmtree(small, ignore_errors=True)
         coll = Collection(small, index="exact")
         coll.add([a.files / "sheets"], progress=False)
-        _bench_identify().add_filler(coll, a.pieces, np.random.default_rng(a.seed))
+        add_filler(coll, a.pieces, np.random.default_rng(a.seed))
         out["top1_pieces"] = len(coll.items("sheet"))
         out["top1_exact"] = round(top1(small, a.files, a.seed), 4)
         Collection(small, index="compressed")  # the same items, every index rebuilt compressed

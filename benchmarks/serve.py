@@ -24,7 +24,6 @@ correctly, memory after 200 queries within 10 % of after 10).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
@@ -39,15 +38,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from identify import add_filler  # noqa: E402  (benchmarks/identify.py: the filler items)
 
 from audiosheet.retrieval.collection import Collection  # noqa: E402
-
-
-def _identify_bench():
-    spec = importlib.util.spec_from_file_location("bench_identify", ROOT / "benchmarks" / "identify.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def rss_mb(pid: int) -> float:
@@ -83,11 +78,12 @@ def post(client, url: str, path: Path) -> tuple[float, dict, int]:
 
 
 def screenshot(url: str, query: Path, out: Path, at: float) -> None:
+    import shutil
+
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    import shutil
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -129,7 +125,7 @@ def main() -> None:
     if not (a.db / "collection.sqlite").is_file():
         Collection(a.db).add([a.files / "sheets"], progress=True)
     coll = Collection(a.db)
-    added = _identify_bench().add_filler(coll, a.pieces, rng)
+    added = add_filler(coll, a.pieces, rng)
     pieces = len(coll.items("sheet"))
     coll.close()
     port = a.port or socket.create_server(("127.0.0.1", 0)).getsockname()[1]

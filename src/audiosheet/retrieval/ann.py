@@ -40,7 +40,8 @@ def n_lists(n: int) -> int:
 def build(vectors, d: int, n: int, seed: int = 0):
     """A trained, filled ``IVF,PQ`` index (inner product) of ``n`` vectors.
 
-    ``vectors``: a callable ``(start, stop) → float32 (stop - start, d)`` giving rows in order
+    ``vectors``: a callable ``(start, stop) → float rows (stop - start, d)`` giving rows in order (e.g. a
+    slice of the memory-mapped float16 rows file)
     (so a collection larger than memory is read block by block); training uses an evenly spread
     sample of at most ``MAX_TRAIN`` rows (``TRAIN_PER_LIST`` per list)."""
     import faiss

@@ -261,7 +261,7 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     rank = dict(coll=coll, ix=ix, items=items, owner=owner, starts=starts, target=target,
                 method=method, top=top, shortlist=shortlist, threshold=threshold,
                 shortlist_by=shortlist_by, rank_by=rank_by)
-    segments = []
+    segments, spans = [], []  # spans: the query rows (a, b) of each segment
     if kind == "audio" and len(q):
         step = info["snippet_s"]
         if info["seconds"] > over:
@@ -275,6 +275,7 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
                                  "end_s": round(info["start_s"] + min(b * step, info["seconds"]), 2),
                                  "confident": conf, "match": res[0].piece if res and conf is not False else None,
                                  "results": res})
+                spans.append((a, b))
                 if b == len(q):
                     break
             info["segments"] = len(segments)
@@ -300,11 +301,9 @@ def identify(coll: Collection, query: str | Path, method: str = "dtw", top: int 
     alignment = None
     if align and kind == "audio" and len(q):
         step, t_start = info["snippet_s"], info["start_s"]
-        parts = [(a, s["results"][0]) for a, s in zip(range(0, len(q), max(int(round(segment_s / step)), 1)),
-                                                         segments) if s["results"]] if segments else \
-            ([(0, results[0])] if results else [])
-        ends = [a for a, _ in parts[1:]] + [len(q)]
-        alignment = [p for (a, m), b in zip(parts, ends)
+        parts = [(a, b, s["results"][0]) for (a, b), s in zip(spans, segments) if s["results"]] if segments \
+            else [(0, len(q), results[0])] if results else []
+        alignment = [p for a, b, m in parts
                      for p in alignment_path(q[a:b], coll.data(coll.item(m.item)), t_start + a * step, step)]
     return Identification(str(query), kind, method, results, info, time.perf_counter() - t0,
                           confident, segments, alignment)

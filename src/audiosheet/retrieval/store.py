@@ -390,15 +390,18 @@ class Store:
                 ix = None
         if want == "compressed":
             added = sum(len(e) for e in append or ())
-            if ix is None:
-                ix = build(self._item_rows(items), self.settings["dim"], total)
-                blocks = (self.embeddings(it) for it in items)
+            rows_path = self._rows_path(kind, gen)
+            if ix is None:  # the rows file first (each item file read once), the index from it
+                write_rows(rows_path, (self.embeddings(it) for it in items), total, self.settings["dim"])
+                rows = np.load(rows_path, mmap_mode="r")
+                ix = build(lambda a, b: rows[a:b], self.settings["dim"], total)
+                del rows
             else:
                 for e in append:
                     ix.add(np.ascontiguousarray(e, np.float32))
                 old_rows = np.load(self._rows_path(kind, gen0), mmap_mode="r")
                 blocks = [*(old_rows[a:a + ADD_BLOCK] for a in range(0, total - added, ADD_BLOCK)), *append]
-            write_rows(self._rows_path(kind, gen), blocks, total, self.settings["dim"])
+                write_rows(rows_path, blocks, total, self.settings["dim"])
         elif ix is None:
             ix = self._new_index(want)
             for it in items:
@@ -412,17 +415,6 @@ class Store:
         with atomic_path(path) as tmp:
             faiss.write_index(ix, str(tmp))
         self._faiss.pop(kind, None)
-
-    def _item_rows(self, items: list[Item]):
-        """``(start, stop) → float32 rows`` over the items' embeddings in row order (for ``build``),
-        reading only the items a block touches."""
-        starts = np.cumsum([0] + [i.n for i in items])
-
-        def rows(a: int, b: int) -> np.ndarray:
-            first, last = np.searchsorted(starts, a, "right") - 1, np.searchsorted(starts, b, "left")
-            block = np.concatenate([self.embeddings(items[k]) for k in range(first, last)])
-            return block[a - starts[first]:b - starts[first]]
-        return rows
 
     def embeddings(self, item: Item) -> np.ndarray:
         with np.load(self.root / "items" / f"{item.sha256}.npz") as z:

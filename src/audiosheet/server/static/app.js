@@ -64,11 +64,11 @@ function select(k) {
   const m = state.result.results[k];
   [...$("results").children].forEach((li, i) => li.classList.toggle("sel", i === k));
   state.shown = m;
-  if (m.kind === "sheet") showPage(m.item, m.location.page, true);
+  if (m.kind === "sheet") showPage(m.item, m.location.page);
   else $("pageview").hidden = true;
 }
 
-function showPage(item, page, passage) {
+function showPage(item, page) {
   state.page = page;
   const info = state.items.get(item);
   const pages = info ? info.pages : page;
@@ -78,7 +78,7 @@ function showPage(item, page, passage) {
   const img = $("pageimg");
   const src = `/api/items/${item}/pages/${page}.png`;
   if (img.getAttribute("src") !== src) img.setAttribute("src", src);
-  drawOverlay(passage);
+  drawOverlay();
 }
 
 // keep page rows y0..y1 (page px) in view: scroll the page box so they sit in its upper third
@@ -136,7 +136,7 @@ function follow() {
   if (!m || !best || m !== best || !state.alignment.length) return;
   const p = pointAt($("player").currentTime);
   if (!p) return;
-  if (p.page !== state.page) showPage(m.item, p.page, true);  // the passage turns the page
+  if (p.page !== state.page) showPage(m.item, p.page);  // the passage turns the page
   const line = document.getElementById("marker"), band = document.getElementById("band");
   if (!line) return;
   line.setAttribute("x1", p.x); line.setAttribute("x2", p.x);
