@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,15 @@ class AddReport:
         return (f"added {len(self.added)}, already indexed {len(self.present)}, "
                 f"failed {len(self.failed)}"
                 + (f", skipped {len(self.skipped)} other file(s)" if self.skipped else ""))
+
+
+def file_failure(path: Path, exc: BaseException) -> str:
+    """The one-line reason a file could not be indexed: a front-end error's own line (it names
+    the file), anything else (MemoryError, a decoder's crash, a full disk) prefixed by the file."""
+    from audiosheet.frontend.audio import AudioError
+    from audiosheet.frontend.images import PageError
+
+    return str(exc) if isinstance(exc, (PageError, AudioError)) else f"{path}: {failure_reason(exc)}"
 
 
 class Collection(Store):
@@ -202,14 +211,17 @@ class Collection(Store):
         return fe.arrays(), fe.info()
 
     def add(self, paths: Iterable[str | Path], names: dict[str, str] | None = None,
-            progress: bool = True) -> AddReport:
+            progress: bool = True, ingest: Callable | None = None) -> AddReport:
         """Index files and folders (recursively). A file whose content is already indexed is left
         alone; a file that cannot be read is reported in ``failed`` and the others are added.
-        ``names``: piece name per path (default: the file name without its suffix)."""
-        from tqdm import tqdm
+        ``names``: piece name per path (default: the file name without its suffix).
 
-        from audiosheet.frontend.audio import AudioError
-        from audiosheet.frontend.images import PageError
+        ``ingest``: how the new files are read and embedded — a callable taking this collection
+        and a list of (path, kind) and yielding, for each in that order, ``(arrays, info)`` or the
+        exception that file raised (default ``Collection.ingest_local``: one after another in
+        this process; ``retrieval.distributed.RayIngest``: on Ray workers). Whatever it yields is
+        committed here, in file order, as it arrives."""
+        from tqdm import tqdm
 
         report = AddReport()
         files, report.failed = expand(paths, report.skipped)
@@ -217,11 +229,9 @@ class Collection(Store):
         with self.writing():
             self._export_query_model()
             known = {i.sha256: i for i in self.items()}
-            pending: list[tuple[Item, dict]] = []
-            last_commit = time.time()
-            bar = tqdm(files, desc="index", unit="file", disable=not progress or len(files) < 2,
-                       file=sys.stderr)
-            for f in bar:
+            todo: list[tuple[Path, str, str]] = []  # (file, kind, sha256) of the new files
+            again: list[tuple[Path, str]] = []  # (file, sha256) of content met earlier in this call
+            for f in files:
                 kind = file_kind(f)
                 if kind is None:
                     report.failed.append((str(f), f"{f}: not a sheet-music or audio file "
@@ -234,27 +244,52 @@ class Collection(Store):
                     continue
                 if sha in known:
                     report.present.append((str(f), known[sha]))
-                    continue
-                full = str(f.resolve())
+                elif any(t[2] == sha for t in todo):
+                    again.append((f, sha))
+                else:
+                    todo.append((f, kind, sha))
+            pending: list[tuple[Item, dict]] = []
+            last_commit = time.time()
+            bar = tqdm(total=len(todo), desc="index", unit="file", disable=not progress or len(todo) < 2,
+                       file=sys.stderr)
+            results = (ingest or Collection.ingest_local)(self, [(f, kind) for f, kind, _ in todo])
+            for (f, kind, sha), result in zip(todo, results):
+                bar.update()
                 try:  # whatever goes wrong with one file is that file's failure
-                    arrays, info = self._ingest(f, kind)
-                    item = self.store_item(kind, names.get(full, f.stem), full, sha, arrays, info)
+                    if isinstance(result, BaseException):
+                        raise result
+                    arrays, info = result
+                    item = self.store_item(kind, names.get(str(f.resolve()), f.stem), str(f.resolve()),
+                                           sha, arrays, info)
                     if self.settings.get("passage_model"):
                         self._write_passages(sha, kind, arrays)
-                except (PageError, AudioError) as exc:
-                    report.failed.append((str(f), str(exc)))
+                except Exception as exc:  # noqa: BLE001 - PageError/AudioError, MemoryError, ...
+                    report.failed.append((str(f), file_failure(f, exc)))
                     continue
-                except Exception as exc:  # MemoryError, a decoder's crash, a full disk, ...
-                    report.failed.append((str(f), f"{f}: {failure_reason(exc)}"))
-                    continue
-                known[sha] = item
                 pending.append((item, arrays))
                 if time.time() - last_commit > COMMIT_EVERY_S:
                     report.added += self.commit(pending)
                     pending, last_commit = [], time.time()
+            bar.close()
             if pending:
                 report.added += self.commit(pending)
+        by_sha = {it.sha256: it for it in report.added}
+        for f, sha in again:  # the same content twice in this call: the second is the first's item
+            first = next(str(t[0]) for t in todo if t[2] == sha)
+            if sha in by_sha:
+                report.present.append((str(f), by_sha[sha]))
+            else:
+                report.failed.append((str(f), f"{f}: the same content as {first}, which failed"))
         return report
+
+    def ingest_local(self, todo: list[tuple[Path, str]]) -> Iterator[tuple[dict, dict] | BaseException]:
+        """``add``'s default ``ingest``: each (path, kind) read and embedded in this process, in
+        order (``_ingest``); a file's exception is yielded, not raised."""
+        for f, kind in todo:
+            try:
+                yield self._ingest(f, kind)
+            except Exception as exc:  # noqa: BLE001 - the caller reports it as this file's failure
+                yield exc
 
     @property
     def passage_embedder(self):

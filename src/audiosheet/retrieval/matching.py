@@ -2,8 +2,9 @@
 
 Used by ``audiosheet.retrieval.identify``; no file, model or collection here, so each can be tested alone.
 
-* ``subsequence_dtw`` / ``subsequence_dtw_batch``: align a whole query sequence to a stretch of a
-  reference (an excerpt of a piece), tempo ratio bounded;
+* ``subsequence_dtw`` / ``subsequence_dtw_batch`` / ``dtw_segments``: align a whole query sequence
+  to a stretch of a reference (an excerpt of a piece), tempo ratio bounded; one recursion compiled
+  with Numba (``_dtw_rows``), many problems per call spread over threads;
 * ``densest_run``: where an item's votes are densest;
 * ``vote_rates``: votes per √(item snippets), so long items do not win the shortlist by size;
 * ``reversed_background``: a per-item null score — the same query, time-reversed, warped against
@@ -19,38 +20,110 @@ import numpy as np
 MAX_STEP, MAX_STAY = 4, 3  # dtw: tempo ratio reference/query between 1/(MAX_STAY + 1) and MAX_STEP
 
 
+def _dtw_rows(cost, lo, hi, flip, max_step, max_stay, total, first, last):  # pragma: no cover
+    """The subsequence-DTW recursion (``subsequence_dtw``) of k problems at once, in parallel:
+    problem b aligns the rows of ``cost`` (n, M) — in reverse order where ``flip[b]`` — to its
+    columns ``lo[b]`` to ``hi[b]``. Writes each one's mean cost, first and last column (relative
+    to ``lo[b]``; inf, 0, width - 1 where no path)."""
+    n = cost.shape[0]
+    for b in _prange(len(lo)):
+        c0, m = lo[b], hi[b] - lo[b]
+        # acc[z, j]: best cost of a path at (i, j) that has stayed on j for the last z rows;
+        # start[z, j]: its first column
+        acc = np.full((max_stay + 1, m), np.inf)
+        start = np.zeros((max_stay + 1, m), np.int64)
+        new, new_start = np.empty_like(acc), np.empty_like(start)
+        prev, ps = np.empty(m), np.empty(m, np.int64)
+        r = n - 1 if flip[b] else 0
+        for j in range(m):
+            acc[0, j] = cost[r, c0 + j]
+            for z in range(max_stay + 1):
+                start[z, j] = j
+        for i in range(1, n):
+            r = n - 1 - i if flip[b] else i
+            for j in range(m):  # the best stay state of every column (first on ties)
+                zb = 0
+                for z in range(1, max_stay + 1):
+                    if acc[z, j] < acc[zb, j]:
+                        zb = z
+                prev[j], ps[j] = acc[zb, j], start[zb, j]
+            for j in range(m):
+                c = cost[r, c0 + j]
+                best, bs = np.inf, 0
+                for s in range(1, min(max_step, j) + 1):  # advance s columns (smallest s on ties)
+                    if prev[j - s] < best:
+                        best, bs = prev[j - s], ps[j - s]
+                new[0, j], new_start[0, j] = best + c, bs
+                for z in range(1, max_stay + 1):  # stay on j one row longer
+                    new[z, j], new_start[z, j] = acc[z - 1, j] + c, start[z - 1, j]
+            acc, new = new, acc
+            start, new_start = new_start, start
+        jb, zb_end, tb = m - 1, 0, np.inf
+        for j in range(m):
+            zb = 0
+            for z in range(1, max_stay + 1):
+                if acc[z, j] < acc[zb, j]:
+                    zb = z
+            if acc[zb, j] < tb:
+                tb, jb, zb_end = acc[zb, j], j, zb
+        if tb < np.inf:
+            total[b], first[b], last[b] = tb / n, start[zb_end, jb], jb
+        else:
+            total[b], first[b], last[b] = np.inf, 0, m - 1
+
+
+_KERNEL = None
+
+
+def _kernel():
+    """``_dtw_rows`` compiled by Numba (cached on disk after the first compile), or the plain
+    Python function where Numba is missing (correct, far slower)."""
+    global _KERNEL, _prange
+    if _KERNEL is None:
+        try:
+            import numba
+        except ImportError:
+            _KERNEL = _dtw_rows
+        else:
+            _prange = numba.prange
+            _KERNEL = numba.njit(parallel=True, cache=True, nogil=True)(_dtw_rows)
+    return _KERNEL
+
+
+_prange = range
+
+
+def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
+                 max_stay: int = MAX_STAY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``subsequence_dtw`` of the rows of ``cost`` (n, M) against k column ranges at once:
+    problem b takes columns ``lo[b]`` to ``hi[b]`` (exclusive), with the rows in reverse order
+    where ``flip[b]``. Returns (mean cost per row (k,), first column (k,), last column (k,)),
+    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba, the
+    problems spread over threads."""
+    cost = np.ascontiguousarray(cost, np.float64)
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    flip = np.zeros(len(lo), np.bool_) if flip is None else np.asarray(flip, np.bool_)
+    if len(lo) and ((lo < 0) | (hi <= lo) | (hi > cost.shape[1])).any():
+        raise ValueError(f"column ranges must lie inside 0..{cost.shape[1]} and not be empty")
+    total, first, last = np.empty(len(lo)), np.empty(len(lo), np.int64), np.empty(len(lo), np.int64)
+    if len(cost) == 0:
+        total[:], first[:], last[:] = np.inf, 0, hi - lo - 1
+    elif len(lo):
+        _kernel()(cost, lo, hi, flip, int(max_step), int(max_stay), total, first, last)
+    return total, first, last
+
+
 def subsequence_dtw_batch(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = MAX_STAY
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``subsequence_dtw`` of k cost matrices of one shape at once: ``cost`` (k, n, m) →
     (mean cost per query row (k,), first column (k,), last column (k,)); inf where no path."""
     cost = np.asarray(cost, np.float64)
     k, n, m = cost.shape
-    cols = np.arange(m)
-    # acc[:, z]: best cost of a path at (i, j) that has stayed on j for the last z rows; start: its
-    # first column
-    acc = np.full((k, max_stay + 1, m), np.inf)
-    acc[:, 0] = cost[:, 0]
-    start = np.broadcast_to(cols, (k, max_stay + 1, m)).copy()
-    kk = np.arange(k)[:, None]
-    for i in range(1, n):
-        z = np.argmin(acc, axis=1)  # (k, m)
-        prev, ps = acc[kk, z, cols], start[kk, z, cols]
-        best, bs = np.full((k, m), np.inf), np.zeros((k, m), np.int64)
-        for s in range(1, min(max_step, m - 1) + 1):
-            better = prev[:, :-s] < best[:, s:]
-            best[:, s:] = np.where(better, prev[:, :-s], best[:, s:])
-            bs[:, s:] = np.where(better, ps[:, :-s], bs[:, s:])
-        acc[:, 1:] = acc[:, :-1] + cost[:, i, None]
-        start[:, 1:] = start[:, :-1]
-        acc[:, 0], start[:, 0] = best + cost[:, i], bs
-    z = np.argmin(acc, axis=1)
-    end = acc[kk, z, cols]  # (k, m)
-    j1 = np.argmin(end, axis=1)
-    total = end[np.arange(k), j1]
-    j0 = start[np.arange(k), z[np.arange(k), j1], j1]
-    ok = np.isfinite(total)
-    return (np.where(ok, total / n, np.inf), np.where(ok, j0, 0).astype(np.int64),
-            np.where(ok, j1, m - 1).astype(np.int64))
+    if m == 0:
+        return np.full(k, np.inf), np.zeros(k, np.int64), np.zeros(k, np.int64)
+    side = cost.transpose(1, 0, 2).reshape(n, k * m)  # the k matrices side by side
+    lo = np.arange(k, dtype=np.int64) * m
+    return dtw_segments(side, lo, lo + m, None, max_step, max_stay)
 
 
 def subsequence_dtw(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = MAX_STAY
@@ -137,33 +210,28 @@ def reversed_background(q: np.ndarray, ref: np.ndarray, max_step: int = MAX_STEP
 
 def reversed_background_many(q: np.ndarray, refs: list[np.ndarray], max_step: int = MAX_STEP,
                              max_stay: int = MAX_STAY) -> np.ndarray:
-    """``reversed_background`` of one query against several references, batched (references of
-    similar length together, padded with unreachable columns): float (k, 4) rows of (cost,
-    reversed cost, first column, last column). A reference too short to hold the query at the
-    slowest tempo ratio (an indexed excerpt) is aligned inside the query instead — the reference
-    reversed for the background — and matched whole (first 0, last its end)."""
+    """``reversed_background`` of one query against several references at once (one matrix
+    product against all of them, one compiled DTW pass): float (k, 4) rows of (cost, reversed
+    cost, first column, last column). A reference too short to hold the query at the slowest
+    tempo ratio (an indexed excerpt) is aligned inside the query instead — the reference reversed
+    for the background — and matched whole (first 0, last its end)."""
     out = np.zeros((len(refs), 4))
-    order = sorted(range(len(refs)), key=lambda k: len(refs[k]))
-    short = [k for k in order if len(refs[k]) * (max_stay + 1) < len(q)]
+    short = [k for k in range(len(refs)) if len(refs[k]) * (max_stay + 1) < len(q)]
     for k in short:  # the item is shorter than the query can be squeezed into: align it inside
         r = refs[k]   # the query instead (an excerpt indexed: a crop of one system, a short clip)
-        sim = r @ q.T
-        c, _, _ = subsequence_dtw_batch(1.0 - np.stack([sim, sim[::-1]]), max_step, max_stay)
+        c, _, _ = dtw_segments(1.0 - r @ q.T, [0, 0], [len(q)] * 2, [False, True], max_step, max_stay)
         out[k] = (c[0], c[1], 0, len(r) - 1)
-    order = [k for k in order if k not in short]
-    while order:  # batches of references within 1.5× of each other's length: little padding
-        group = [k for k in order if len(refs[k]) <= 1.5 * max(len(refs[order[0]]), 1)]
-        order = order[len(group):]
-        n, m = len(q), max(len(refs[k]) for k in group)
-        cost = np.full((2 * len(group), n, m), np.inf)
-        for g, k in enumerate(group):
-            sim = q @ refs[k].T
-            cost[2 * g, :, :len(refs[k])] = 1.0 - sim
-            cost[2 * g + 1, :, :len(refs[k])] = 1.0 - sim[::-1]
-        c, j0, j1 = subsequence_dtw_batch(cost, max_step, max_stay)
-        last = np.array([len(refs[k]) - 1 for k in group])
-        out[group] = np.column_stack([c[0::2], c[1::2], np.minimum(j0[0::2], last),
-                                      np.minimum(j1[0::2], last)])
+    rest = [k for k in range(len(refs)) if k not in short and len(refs[k])]
+    for k in range(len(refs)):
+        if not len(refs[k]):
+            out[k] = (np.inf, np.inf, 0, 0)
+    if rest:
+        widths = np.array([len(refs[k]) for k in rest], np.int64)
+        lo = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        cost = 1.0 - q @ np.concatenate([refs[k] for k in rest]).T  # (n, all columns)
+        c, j0, j1 = dtw_segments(cost, np.repeat(lo, 2), np.repeat(lo + widths, 2),
+                                 np.tile([False, True], len(rest)), max_step, max_stay)
+        out[rest] = np.column_stack([c[0::2], c[1::2], j0[0::2], j1[0::2]])
     return out
 
 
@@ -219,6 +287,6 @@ def confidence(z: float, coef: tuple[float, float]) -> float:
     return float(1.0 / (1.0 + np.exp(-(a + b * z))))
 
 
-__all__ = ["MAX_STEP", "MAX_STAY", "subsequence_dtw", "subsequence_dtw_batch", "densest_run",
+__all__ = ["MAX_STEP", "MAX_STAY", "subsequence_dtw", "subsequence_dtw_batch", "dtw_segments", "densest_run",
            "vote_rates", "reversed_background", "reversed_background_many", "calibrated_score", "leads",
            "confidence"]

@@ -28,6 +28,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -102,6 +103,40 @@ def failure_reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:200]
     return f"{type(exc).__name__}: {text}" if text and not isinstance(exc, (OSError, ValueError)) \
         else text or type(exc).__name__
+
+
+class ItemData(Mapping):
+    """The arrays of one item's file (every stored array but the front-end inputs), read on
+    first access and kept: the embeddings ``emb`` (as float32) alone, the locations together (a
+    query's shortlist needs the embeddings of 20 items, the locations of a few). ``CollectionError`` if the file is gone or
+    unreadable."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._read: dict[str, np.ndarray] = {}
+        with self._open() as z:
+            self._names = tuple(k for k in z.files if k not in FRONT_END)
+
+    def _open(self):
+        try:
+            return np.load(self.path)
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"{self.path}: cannot read the item's arrays ({exc})") from None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._read:
+            if key not in self._names:
+                raise KeyError(key)
+            with self._open() as z:  # the embeddings alone, or every location array at once
+                for k in ("emb",) if key == "emb" else (k for k in self._names if k != "emb"):
+                    self._read[k] = z[k].astype(np.float32) if k == "emb" else z[k]
+        return self._read[key]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class Store:
@@ -251,15 +286,13 @@ class Store:
                                       f"{', '.join(str(i.id) for i in hits)}); give an id")
         raise CollectionError(f"{self.root}: no item '{key}'")
 
-    def data(self, item: Item) -> dict:
-        """An item's stored arrays (embeddings float32 and locations), cached."""
+    def data(self, item: Item) -> ItemData:
+        """An item's stored arrays (embeddings ``emb`` float32 (n, d), and locations) as an
+        ``ItemData``, read from its file on first use; the last 64 items are kept."""
         if item.id not in self._cache:
-            with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
-                d = {k: z[k] for k in z.files if k not in FRONT_END}
-            d["emb"] = d["emb"].astype(np.float32)
             if len(self._cache) > 64:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[item.id] = d
+            self._cache[item.id] = ItemData(self.root / "items" / f"{item.sha256}.npz")
         return self._cache[item.id]
 
     def commit(self, pending: list[tuple[Item, dict]]) -> list[Item]:
