@@ -76,8 +76,8 @@ def test_a_compressed_collection_identifies_as_an_exact_one(files, tmp_path):
     ix, items, _, starts = comp.search_index("sheet")
     assert isinstance(ix, RerankedIndex) and ix.ntotal == starts[-1] == sum(i.n for i in comp.items("sheet"))
     gen = comp.settings["generation"]
-    assert sorted(p.name for p in (comp.root / "faiss").iterdir()) == [
-        f"audio.{gen}.faiss", f"sheet.{gen}.faiss", f"sheet.{gen}.rows.npy"]
+    assert sorted(p.name for p in (comp.root / "faiss").iterdir()) == [  # one shard and its quantiser
+        f"sheet.s0.g{gen}.faiss", f"sheet.s0.g{gen}.rows.npy", f"sheet.trained.g{gen}.faiss"]
     _filler(comp, 1, 500, seed=2)  # appended to the compressed index: the rows file grows with it
     ix, _, _, starts = comp.search_index("sheet")
     assert isinstance(ix, RerankedIndex) and ix.ntotal == starts[-1] == len(ix.rows)

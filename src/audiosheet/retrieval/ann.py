@@ -37,13 +37,13 @@ def n_lists(n: int) -> int:
     return int(2 ** np.clip(np.round(np.log2(max(4.0 * np.sqrt(max(n, 1)), 1.0))), 6, 16))
 
 
-def build(vectors, d: int, n: int, seed: int = 0):
-    """A trained, filled ``IVF,PQ`` index (inner product) of ``n`` vectors.
-
-    ``vectors``: a callable ``(start, stop) → float rows (stop - start, d)`` giving rows in order (e.g. a
-    slice of the memory-mapped float16 rows file)
-    (so a collection larger than memory is read block by block); training uses an evenly spread
-    sample of at most ``MAX_TRAIN`` rows (``TRAIN_PER_LIST`` per list)."""
+def train(vectors, d: int, n: int, seed: int = 0):
+    """A trained, empty ``IVF{nlist},PQ16`` index (inner product) for a collection of ``n``
+    vectors (``n_lists``), trained on an evenly spread sample of at most ``MAX_TRAIN`` of them
+    (``TRAIN_PER_LIST`` per list). ``vectors``: a callable ``(start, stop) → float rows
+    (stop - start, d)`` giving rows in order (e.g. a slice of memory-mapped float16 rows files),
+    so a collection larger than memory is read block by block. ``ValueError`` under
+    ``MIN_VECTORS`` vectors."""
     import faiss
 
     if n < MIN_VECTORS:
@@ -59,9 +59,36 @@ def build(vectors, d: int, n: int, seed: int = 0):
     sample = np.concatenate([vectors(a, min(a + ADD_BLOCK, n))[pick[(pick >= a) & (pick < a + ADD_BLOCK)] - a]
                              for a in range(0, n, ADD_BLOCK)])
     ix.train(np.ascontiguousarray(sample, np.float32))
-    for a in range(0, n, ADD_BLOCK):
-        ix.add(np.ascontiguousarray(vectors(a, min(a + ADD_BLOCK, n)), np.float32))
     return ix
+
+
+def fill(index, vectors, n: int):
+    """Add rows 0 … ``n`` of ``vectors`` (as ``train``'s) to ``index`` block by block; returns it."""
+    for a in range(0, n, ADD_BLOCK):
+        index.add(np.ascontiguousarray(vectors(a, min(a + ADD_BLOCK, n)), np.float32))
+    return index
+
+
+def build(vectors, d: int, n: int, seed: int = 0):
+    """A trained, filled ``IVF,PQ`` index of ``n`` vectors: ``fill(train(...))``."""
+    return fill(train(vectors, d, n, seed), vectors, n)
+
+
+def stacked(parts: list[np.ndarray]):
+    """``vectors(start, stop)`` over several row arrays (e.g. the memory-mapped rows files of a
+    kind's shards) read as one, in order."""
+    firsts = np.cumsum([0] + [len(p) for p in parts])
+
+    def vectors(a: int, b: int) -> np.ndarray:
+        i = int(np.searchsorted(firsts, a, "right")) - 1
+        out = []
+        while a < b:
+            take = min(b, int(firsts[i + 1])) - a
+            out.append(np.asarray(parts[i][a - firsts[i]:a - firsts[i] + take], np.float32))
+            a += take
+            i += 1
+        return np.concatenate(out) if out else np.zeros((0, parts[0].shape[1] if parts else 0), np.float32)
+    return vectors
 
 
 def is_compressed(index) -> bool:

@@ -62,12 +62,14 @@ class Collection(Store):
     ``audiosheet.retrieval.identify``). ``model``: the snippet model for a new collection (default the
     shipped one); an existing collection uses the model it was made with and refuses another.
     ``index``: "auto" (exact search up to ``approx_threshold`` vectors of a kind, HNSW above),
-    "exact" or "approx". ``query_model``: how queries are embedded (see ``query_embedder``).
+    "exact", "approx" or "compressed". ``shard_rows``: rows per search-index shard of a new collection
+    (``retrieval.shards``). ``query_model``: how queries are embedded (see ``query_embedder``).
     Raises CollectionError (one line naming the folder) for what cannot be opened as asked.
     """
 
     def __init__(self, path: str | Path, model: str | None = None, index: str | None = None,
-                 approx_threshold: int | None = None, create: bool = True, query_model: str = "auto"):
+                 approx_threshold: int | None = None, create: bool = True, query_model: str = "auto",
+                 shard_rows: int | None = None):
         if query_model not in ("auto", "onnx", "torch"):
             raise CollectionError(f"{path}: query_model must be auto, onnx or torch, not {query_model!r}")
         self.query_model = query_model
@@ -75,7 +77,7 @@ class Collection(Store):
         self._query_embedder = None
         self._passage_embedder = None
         super().__init__(path, index, approx_threshold, create,
-                         new_settings=lambda: self._model_settings(model or DEFAULT_MODEL))
+                         new_settings=lambda: self._model_settings(model or DEFAULT_MODEL), shard_rows=shard_rows)
         if model is not None:
             self._check_model(model)
 

@@ -26,48 +26,43 @@ def _dtw_rows(cost, lo, hi, flip, max_step, max_stay, total, first, last):  # pr
     columns ``lo[b]`` to ``hi[b]``. Writes each one's mean cost, first and last column (relative
     to ``lo[b]``; inf, 0, width - 1 where no path)."""
     n = cost.shape[0]
+    stays = max_stay + 1
     for b in _prange(len(lo)):
         c0, m = lo[b], hi[b] - lo[b]
-        # acc[z, j]: best cost of a path at (i, j) that has stayed on j for the last z rows;
-        # start[z, j]: its first column
-        acc = np.full((max_stay + 1, m), np.inf)
-        start = np.zeros((max_stay + 1, m), np.int64)
-        new, new_start = np.empty_like(acc), np.empty_like(start)
-        prev, ps = np.empty(m), np.empty(m, np.int64)
+        # acc[j, z]: best cost of a path at (row, j) that has stayed on j for the last z rows,
+        # start[j, z]: its first column; best[j], origin[j]: the same minimised over z
+        acc = np.full((m, stays), np.inf)
+        start = np.zeros((m, stays), np.int64)
+        best, origin = np.empty(m), np.empty(m, np.int64)
         r = n - 1 if flip[b] else 0
         for j in range(m):
-            acc[0, j] = cost[r, c0 + j]
-            for z in range(max_stay + 1):
-                start[z, j] = j
+            acc[j, 0] = best[j] = cost[r, c0 + j]
+            origin[j] = j
+            for z in range(stays):
+                start[j, z] = j
         for i in range(1, n):
             r = n - 1 - i if flip[b] else i
-            for j in range(m):  # the best stay state of every column (first on ties)
-                zb = 0
-                for z in range(1, max_stay + 1):
-                    if acc[z, j] < acc[zb, j]:
-                        zb = z
-                prev[j], ps[j] = acc[zb, j], start[zb, j]
-            for j in range(m):
+            for j in range(m - 1, -1, -1):  # right to left: best[j - s] still holds row i - 1
                 c = cost[r, c0 + j]
-                best, bs = np.inf, 0
+                came, came_from = np.inf, 0
                 for s in range(1, min(max_step, j) + 1):  # advance s columns (smallest s on ties)
-                    if prev[j - s] < best:
-                        best, bs = prev[j - s], ps[j - s]
-                new[0, j], new_start[0, j] = best + c, bs
-                for z in range(1, max_stay + 1):  # stay on j one row longer
-                    new[z, j], new_start[z, j] = acc[z - 1, j] + c, start[z - 1, j]
-            acc, new = new, acc
-            start, new_start = new_start, start
-        jb, zb_end, tb = m - 1, 0, np.inf
+                    if best[j - s] < came:
+                        came, came_from = best[j - s], origin[j - s]
+                for z in range(stays - 1, 0, -1):  # stay on j one row longer
+                    acc[j, z] = acc[j, z - 1] + c
+                    start[j, z] = start[j, z - 1]
+                acc[j, 0], start[j, 0] = came + c, came_from
+                zb = 0  # the best stay state (first on ties)
+                for z in range(1, stays):
+                    if acc[j, z] < acc[j, zb]:
+                        zb = z
+                best[j], origin[j] = acc[j, zb], start[j, zb]
+        jb, tb = m - 1, np.inf
         for j in range(m):
-            zb = 0
-            for z in range(1, max_stay + 1):
-                if acc[z, j] < acc[zb, j]:
-                    zb = z
-            if acc[zb, j] < tb:
-                tb, jb, zb_end = acc[zb, j], j, zb
+            if best[j] < tb:
+                tb, jb = best[j], j
         if tb < np.inf:
-            total[b], first[b], last[b] = tb / n, start[zb_end, jb], jb
+            total[b], first[b], last[b] = tb / n, origin[jb], jb
         else:
             total[b], first[b], last[b] = np.inf, 0, m - 1
 

@@ -42,17 +42,24 @@ from audiosheet.retrieval.ann import (
     COMPRESSED_THRESHOLD,
     MIN_VECTORS,
     RerankedIndex,
-    build,
+    fill,
     is_compressed,
+    stacked,
+    train,
     write_rows,
 )
+from audiosheet.retrieval.shards import SHARD_ROWS, ShardedIndex, new_index, shard_file, trained_file
 
 # vectors of one kind above which "auto" uses an approximate (HNSW) index: exact search of 100
 # query snippets costs ~0.12 s per 100k vectors on one core here, HNSW ~10 ms at 600k
 APPROX_THRESHOLD = 100_000
 HNSW_M, HNSW_EF_SEARCH = 32, 96
+RETRAIN_GROWTH = 4  # a compressed kind is trained again (every shard rebuilt) once it holds this
+# many times the vectors its quantiser was trained for (its lists were sized for that many)
 COMMIT_EVERY_S = 60.0  # a long `add` commits at least this often, so a kill loses little work
 
+SHARDS_TABLE = """create table if not exists shards (kind text not null, shard integer not null,
+    gen integer not null, rows integer not null, index_kind text not null, primary key (kind, shard))"""
 FRONT_END = ("strip", "spec")  # kept in an item's file for models added later, not loaded by data()
 INDEX_MODES = ("auto", "exact", "approx", "compressed")  # compressed: IVF-PQ + exact re-ranking (ann.py)
 
@@ -73,6 +80,7 @@ class Item:
     added: str  # ISO time
     n: int  # snippets indexed
     info: dict = field(default_factory=dict)  # pages, systems, seconds, skipped pages...
+    shard: int = 0  # the search-index shard its snippets are in (``retrieval.shards``)
 
     def describe(self) -> str:
         i = self.info
@@ -151,7 +159,8 @@ class Store:
     """
 
     def __init__(self, path: str | Path, index: str | None = None, approx_threshold: int | None = None,
-                 create: bool = True, new_settings: Callable[[], dict] | None = None):
+                 create: bool = True, new_settings: Callable[[], dict] | None = None,
+                 shard_rows: int | None = None):
         self.root = Path(path)
         self._faiss: dict[str, object] = {}
         self._cache: dict[int, dict] = {}
@@ -168,12 +177,17 @@ class Store:
             self._create({"format": 1, **(new_settings() if new_settings else {}), "index": index,
                           "approx_threshold": int(APPROX_THRESHOLD if approx_threshold is None else approx_threshold),
                           "generation": 0, "sheet_hop": INDEX_SHEET_HOP, "audio_hop": INDEX_AUDIO_HOP,
+                          "shard_rows": int(shard_rows or SHARD_ROWS),
                           "front_end": front_end_version(), "created": now()})
             index = approx_threshold = None
         # one connection shared by the threads of a server (``audiosheet serve``): SQLite's
         # serialized mode (sqlite3.threadsafety 3) makes that safe; writes still take ``writing()``
         self.db = sqlite3.connect(db, timeout=60, check_same_thread=sqlite3.threadsafety < 3)
         self.db.row_factory = sqlite3.Row
+        if "shard" not in {r["name"] for r in self.db.execute("pragma table_info(items)")}:
+            with self.db:  # a collection from before shards: every item in shard 0, index files rebuilt
+                self.db.execute("alter table items add column shard integer not null default 0")
+                self.db.execute(SHARDS_TABLE)
         self.settings = {r["key"]: json.loads(r["value"]) for r in self.db.execute("select * from settings")}
         changes = {}
         if index is not None and index != self.settings["index"]:
@@ -198,7 +212,9 @@ class Store:
                 db.execute("create table settings (key text primary key, value text not null)")
                 db.execute("""create table items (id integer primary key autoincrement, kind text not null,
                               name text not null, path text not null, sha256 text not null unique,
-                              added text not null, n integer not null, info text not null)""")
+                              added text not null, n integer not null, info text not null,
+                              shard integer not null default 0)""")
+                db.execute(SHARDS_TABLE)
                 db.executemany("insert into settings values (?, ?)",
                                [(k, json.dumps(v)) for k, v in settings.items()])
             db.close()
@@ -241,9 +257,11 @@ class Store:
         for f in (self.root / "items").iterdir():
             if f.name.startswith(".") or f.stem not in keep:
                 f.unlink(missing_ok=True)
-        gen = self.settings["generation"]
-        for f in (self.root / "faiss").iterdir():  # KIND.GEN.faiss and KIND.GEN.rows.npy of this generation stay
-            if f.name.startswith(".") or f.name.split(".")[1:2] != [str(gen)]:
+        named = {trained_file(self.root, k, g).name for k, (g, _) in self.settings.get("trained", {}).items()}
+        for r in self.db.execute("select * from shards"):  # the files the manifest names stay
+            named |= {shard_file(self.root, r["kind"], r["shard"], r["gen"], rows=rows).name for rows in (False, True)}
+        for f in (self.root / "faiss").iterdir():
+            if f.name not in named:
                 f.unlink(missing_ok=True)
         tag = self._passage_tag()
         for d in (self.root / "passages").iterdir() if (self.root / "passages").is_dir() else ():
@@ -257,16 +275,21 @@ class Store:
                     f.unlink(missing_ok=True)
 
     def items(self, kind: str | None = None) -> list[Item]:
+        """The items (of one kind), in id order."""
         q = "select * from items" + (" where kind = ?" if kind else "") + " order by id"
-        return [Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"],
-                     json.loads(r["info"])) for r in self.db.execute(q, (kind,) if kind else ())]
+        return [self._item(r) for r in self.db.execute(q, (kind,) if kind else ())]
+
+    @staticmethod
+    def _item(r) -> Item:
+        return Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"],
+                    json.loads(r["info"]), r["shard"])
 
     def item(self, item_id: int) -> Item:
         """One item by its id; CollectionError if there is none."""
         r = self.db.execute("select * from items where id = ?", (int(item_id),)).fetchone()
         if r is None:
             raise CollectionError(f"{self.root}: no item with id {item_id}")
-        return Item(r["id"], r["kind"], r["name"], r["path"], r["sha256"], r["added"], r["n"], json.loads(r["info"]))
+        return self._item(r)
 
     def __len__(self) -> int:
         return self.db.execute("select count(*) from items").fetchone()[0]
@@ -296,32 +319,49 @@ class Store:
         return self._cache[item.id]
 
     def commit(self, pending: list[tuple[Item, dict]]) -> list[Item]:
-        """Make ``pending`` items part of the collection: next-generation FAISS files, then one
-        transaction (items + generation), then the old generation's files go."""
+        """Make ``pending`` items part of the collection: each goes to its kind's open shard (a
+        new one when it would pass ``shard_rows``); the grown shards' next-generation files are
+        written, then one transaction (items, shard manifest, generation), then the files no
+        longer named go. Other shards are not touched."""
         gen = self.settings["generation"] + 1
         with self.db:  # ids are assigned inside the transaction that also moves the generation
-            for item, _ in pending:
-                cur = self.db.execute("insert into items (kind, name, path, sha256, added, n, info) "
-                                      "values (?, ?, ?, ?, ?, ?, ?)",
+            grown: dict[str, dict[int, list[np.ndarray]]] = {k: {} for k in KINDS}
+            for item, arrays in pending:
+                item.shard = self._open_shard(item.kind, item.n)
+                cur = self.db.execute("insert into items (kind, name, path, sha256, added, n, info, shard) "
+                                      "values (?, ?, ?, ?, ?, ?, ?, ?)",
                                       (item.kind, item.name, item.path, item.sha256, item.added, item.n,
-                                       json.dumps(item.info)))
+                                       json.dumps(item.info), item.shard))
                 item.id = cur.lastrowid
+                grown[item.kind].setdefault(item.shard, []).append(arrays["emb"])
             for kind in KINDS:
-                new = [a["emb"] for it, a in pending if it.kind == kind]
-                self._next_index(kind, gen, append=new)
+                self._update_shards(kind, gen, grown[kind])
             self.set_setting("generation", gen)
         self._clean()
         return [it for it, _ in pending]
 
+    def _open_shard(self, kind: str, n: int) -> int:
+        """The shard an item of ``n`` snippets joins: the kind's last shard, or the next one if
+        it would pass ``shard_rows`` (an item is never split)."""
+        r = self.db.execute("select shard, sum(n) from items where kind = ? group by shard "
+                            "order by shard desc limit 1", (kind,)).fetchone()
+        if r is None:
+            return 0
+        return int(r[0]) + 1 if r[1] and r[1] + n > self.shard_rows else int(r[0])
+
+    @property
+    def shard_rows(self) -> int:
+        return int(self.settings.get("shard_rows", SHARD_ROWS))
+
     def remove(self, key: str | int) -> Item:
-        """Remove one item (by id, name, path or hash) from the collection."""
+        """Remove one item (by id, name, path or hash) from the collection: its shard is written
+        anew, the others stay."""
         with self.writing():
             item = self.find(key)
             gen = self.settings["generation"] + 1
             with self.db:
                 self.db.execute("delete from items where id = ?", (item.id,))
-                for kind in KINDS:
-                    self._next_index(kind, gen, rebuild=kind == item.kind)
+                self._update_shards(item.kind, gen, {}, rebuild={item.shard})
                 self.set_setting("generation", gen)
             self._cache.pop(item.id, None)
             self._clean()
@@ -374,80 +414,98 @@ class Store:
         return ("compressed" if n > COMPRESSED_THRESHOLD else "approx") if n > self.settings["approx_threshold"] \
             else "exact"
 
-    def _rows_path(self, kind: str, gen: int) -> Path:
-        """The row-ordered float16 embeddings a compressed index re-ranks with."""
-        return self.root / "faiss" / f"{kind}.{gen}.rows.npy"
+    def shards(self, kind: str) -> dict[int, dict]:
+        """The manifest of a kind's shards: {shard: {"gen", "rows", "index"}}."""
+        return {r["shard"]: {"gen": r["gen"], "rows": r["rows"], "index": r["index_kind"]}
+                for r in self.db.execute("select * from shards where kind = ? order by shard", (kind,))}
 
-    def _new_index(self, kind_of_index: str):
-        import faiss
+    def _by_shard(self, kind: str) -> dict[int, list[Item]]:
+        out: dict[int, list[Item]] = {}
+        for it in self.items(kind):
+            out.setdefault(it.shard, []).append(it)
+        return dict(sorted(out.items()))
 
-        d = self.settings["dim"]
-        if kind_of_index == "approx":
-            ix = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            ix.hnsw.efConstruction = 80
-            return ix
-        return faiss.IndexFlatIP(d)
-
-    def _next_index(self, kind: str, gen: int, append: list[np.ndarray] = (),
-                    rebuild: bool = False) -> None:
-        """Generation ``gen``'s FAISS file of ``kind``: the current one hard-linked when nothing
-        of that kind changes, else written by ``_write_index``."""
-        old = self.root / "faiss" / f"{kind}.{self.settings['generation']}.faiss"
-        if rebuild or append or not old.exists():
-            self._write_index(kind, gen, append=list(append), rebuild=rebuild)
-        else:
-            os.link(old, self.root / "faiss" / f"{kind}.{gen}.faiss")
-            rows = self._rows_path(kind, self.settings["generation"])
-            if rows.exists():
-                os.link(rows, self._rows_path(kind, gen))
-
-    def _write_index(self, kind: str, gen: int, append: list[np.ndarray] | None = None,
-                     rebuild: bool = False) -> None:
-        """Write ``faiss/KIND.GEN.faiss`` (via a temporary file): the current generation's index
-        plus ``append``ed rows, or rebuilt from the item files (``rebuild``, or when the kind of
-        index changes, or when the current file is missing); a compressed index also gets its
-        row-ordered float16 embeddings (``KIND.GEN.rows.npy``). Runs inside the DB transaction, so
+    def _update_shards(self, kind: str, gen: int, grown: dict[int, list[np.ndarray]],
+                       rebuild: set[int] | None = None, everything: bool = False) -> None:
+        """Write generation ``gen``'s files of the shards of ``kind`` that change — ``grown``
+        (shard → embeddings appended), ``rebuild`` (shards written from their items), shards
+        without a manifest entry — and record them in the manifest. Every shard is rebuilt when
+        the kind of index changes, when ``everything``, or when a compressed kind is (re)trained
+        (first time, or grown ``RETRAIN_GROWTH``-fold). Runs inside the DB transaction, so
         ``items`` already shows the new state."""
+        by_shard, have = self._by_shard(kind), self.shards(kind)
+        total = sum(i.n for its in by_shard.values() for i in its)
+        want = self._index_kind(total)
+        trained = self.settings.get("trained", {}).get(kind)  # [gen, vectors trained for]
+        retrain = want == "compressed" and (everything or trained is None or total > RETRAIN_GROWTH * trained[1]
+                                            or not trained_file(self.root, kind, trained[0]).exists())
+        everything = everything or retrain or any(h["index"] != want for h in have.values())
+        todo = set(by_shard) if everything else ({*grown, *(rebuild or ())} | (set(by_shard) - set(have)))
+        if retrain:  # the shards' rows files first (each item file read once), the quantiser from them
+            for s in by_shard:
+                write_rows(shard_file(self.root, kind, s, gen, rows=True), (self.embeddings(it) for it in by_shard[s]),
+                           sum(i.n for i in by_shard[s]), self.settings["dim"])
+            maps = [np.load(shard_file(self.root, kind, s, gen, rows=True), mmap_mode="r") for s in by_shard]
+            import faiss
+
+            with atomic_path(trained_file(self.root, kind, gen)) as tmp:
+                faiss.write_index(train(stacked(maps), self.settings["dim"], total), str(tmp))
+            del maps
+            self.set_setting("trained", {**self.settings.get("trained", {}), kind: [gen, total]})
+        for s in sorted(todo):
+            if s in by_shard:
+                self._write_shard(kind, s, gen, by_shard[s], want, None if everything or s in (rebuild or ())
+                                  else grown.get(s), have.get(s))
+        for s in set(have) - set(by_shard):  # emptied by a removal
+            self.db.execute("delete from shards where kind = ? and shard = ?", (kind, s))
+        if want != "compressed" and "trained" in self.settings and kind in self.settings["trained"]:
+            self.set_setting("trained", {k: v for k, v in self.settings["trained"].items() if k != kind})
+        self._faiss.pop(kind, None)
+
+    def _write_shard(self, kind: str, shard: int, gen: int, items: list[Item], want: str,
+                     append: list[np.ndarray] | None, old: dict | None) -> None:
+        """Write ``faiss/KIND.sSHARD.gGEN.faiss`` (via a temporary file) — the shard's current
+        index plus ``append``ed rows, else built from its item files — and, compressed, its
+        float16 rows file; record it in the manifest."""
         import faiss
 
-        items = self.items(kind)
-        total = sum(i.n for i in items)
-        want = self._index_kind(total)
-        gen0 = self.settings["generation"]
-        old = self.root / "faiss" / f"{kind}.{gen0}.faiss"
+        n, d = sum(i.n for i in items), self.settings["dim"]
         ix = None
-        if not rebuild and append is not None and old.exists():
-            ix = faiss.read_index(str(old))
-            have = "compressed" if is_compressed(ix) else "approx" if isinstance(ix, faiss.IndexHNSWFlat) else "exact"
-            if have != want or (want == "compressed" and not self._rows_path(kind, gen0).exists()):
+        if append is not None and old is not None and old["index"] == want:
+            try:
+                ix = faiss.read_index(str(shard_file(self.root, kind, shard, old["gen"])))
+            except (RuntimeError, OSError):
                 ix = None
+            if want == "compressed" and not shard_file(self.root, kind, shard, old["gen"], rows=True).exists():
+                ix = None
+        rows_path = shard_file(self.root, kind, shard, gen, rows=True)
         if want == "compressed":
-            added = sum(len(e) for e in append or ())
-            rows_path = self._rows_path(kind, gen)
-            if ix is None:  # the rows file first (each item file read once), the index from it
-                write_rows(rows_path, (self.embeddings(it) for it in items), total, self.settings["dim"])
+            if ix is None:  # from the shard's rows (written before training, or now) and the trained index
+                if not rows_path.exists():
+                    write_rows(rows_path, (self.embeddings(it) for it in items), n, d)
                 rows = np.load(rows_path, mmap_mode="r")
-                ix = build(lambda a, b: rows[a:b], self.settings["dim"], total)
+                ix = fill(faiss.read_index(str(trained_file(self.root, kind, self.settings["trained"][kind][0]))),
+                          lambda a, b: rows[a:b], n)
                 del rows
             else:
                 for e in append:
                     ix.add(np.ascontiguousarray(e, np.float32))
-                old_rows = np.load(self._rows_path(kind, gen0), mmap_mode="r")
-                blocks = [*(old_rows[a:a + ADD_BLOCK] for a in range(0, total - added, ADD_BLOCK)), *append]
-                write_rows(rows_path, blocks, total, self.settings["dim"])
+                old_rows = np.load(shard_file(self.root, kind, shard, old["gen"], rows=True), mmap_mode="r")
+                write_rows(rows_path, [*(old_rows[a:a + ADD_BLOCK] for a in range(0, len(old_rows), ADD_BLOCK)),
+                                       *append], n, d)
         elif ix is None:
-            ix = self._new_index(want)
+            ix = new_index(want, d, HNSW_M)
             for it in items:
                 ix.add(self.embeddings(it))
         else:
             for e in append:
                 ix.add(np.ascontiguousarray(e, np.float32))
-        if ix.ntotal != total:
-            raise CollectionError(f"{self.root}: {kind} index has {ix.ntotal} rows, items {total}")
-        path = self.root / "faiss" / f"{kind}.{gen}.faiss"
-        with atomic_path(path) as tmp:
+        if ix.ntotal != n:
+            raise CollectionError(f"{self.root}: {kind} shard {shard} has {ix.ntotal} rows, its items {n}")
+        with atomic_path(shard_file(self.root, kind, shard, gen)) as tmp:
             faiss.write_index(ix, str(tmp))
-        self._faiss.pop(kind, None)
+        self.db.execute("insert or replace into shards (kind, shard, gen, rows, index_kind) values (?, ?, ?, ?, ?)",
+                        (kind, shard, gen, n, want))
 
     def embeddings(self, item: Item) -> np.ndarray:
         with np.load(self.root / "items" / f"{item.sha256}.npz") as z:
@@ -457,41 +515,54 @@ class Store:
         gen = self.settings["generation"] + 1
         with self.db:
             for kind in KINDS:
-                self._write_index(kind, gen, rebuild=True)
+                self._update_shards(kind, gen, {}, everything=True)
             self.set_setting("generation", gen)
         self._clean()
 
     def search_index(self, kind: str):
-        """(FAISS index, items in row order, item index of every row, first row of each item)
-        of the ``kind`` embeddings."""
+        """(search index, items in row order, item index of every row, first row of each item)
+        of the ``kind`` embeddings: one shard's FAISS index, or a ``ShardedIndex`` over several;
+        rows in shard order, then item-id order. A missing or damaged shard file is derived
+        data: rebuilt (in memory; a compressed shard on disk)."""
         import faiss
 
         self._reload_settings()
         gen = self.settings["generation"]
         cached = self._faiss.get(kind)
         if cached is None or cached[0] != gen:
-            items = self.items(kind)
-            path = self.root / "faiss" / f"{kind}.{gen}.faiss"
-            try:
-                ix = faiss.read_index(str(path))
-                if is_compressed(ix):
-                    ix = RerankedIndex(ix, np.load(self._rows_path(kind, gen), mmap_mode="r"))
-            except (RuntimeError, OSError, ValueError):  # missing or damaged: derived data, so rebuild it
-                want = self._index_kind(sum(i.n for i in items))
-                if want == "compressed":
-                    with self.writing():
-                        self._write_index(kind, gen, rebuild=True)
-                    self._faiss.pop(kind, None)
-                    return self.search_index(kind)
-                ix = self._new_index(want)
-                for it in items:
-                    ix.add(self.embeddings(it))
-            if isinstance(ix, faiss.IndexHNSWFlat):
-                ix.hnsw.efSearch = HNSW_EF_SEARCH
+            by_shard, have = self._by_shard(kind), self.shards(kind)
+            parts, firsts, items = [], [], []
+            for s, its in by_shard.items():
+                firsts.append(sum(i.n for i in items))
+                items += its
+                try:
+                    if s not in have:
+                        raise OSError("not in the manifest")
+                    ix = faiss.read_index(str(shard_file(self.root, kind, s, have[s]["gen"])))
+                    if is_compressed(ix):
+                        ix = RerankedIndex(ix, np.load(shard_file(self.root, kind, s, have[s]["gen"], rows=True),
+                                                       mmap_mode="r"))
+                    if ix.ntotal != sum(i.n for i in its):
+                        raise ValueError("rows and items disagree")
+                except (RuntimeError, OSError, ValueError):  # missing or damaged: derived data, so rebuild it
+                    want = self._index_kind(sum(i.n for i in self.items(kind)))
+                    if want == "compressed":
+                        with self.writing():
+                            g = self.settings["generation"] + 1
+                            with self.db:
+                                self._update_shards(kind, g, {}, rebuild={s})
+                                self.set_setting("generation", g)
+                            self._clean()
+                        return self.search_index(kind)
+                    ix = new_index(want, self.settings["dim"], HNSW_M)
+                    for it in its:
+                        ix.add(self.embeddings(it))
+                if isinstance(ix, faiss.IndexHNSWFlat):
+                    ix.hnsw.efSearch = HNSW_EF_SEARCH
+                parts.append(ix)
+            ix = (parts[0] if len(parts) == 1 else ShardedIndex(parts, firsts) if parts
+                  else new_index("exact", self.settings["dim"]))
             starts = np.cumsum([0] + [i.n for i in items])
-            if ix.ntotal != starts[-1]:
-                raise CollectionError(f"{self.root}: {kind} index and items disagree "
-                                      f"({ix.ntotal} vs {starts[-1]} rows)")
             owner = np.repeat(np.arange(len(items)), [i.n for i in items])
             cached = (gen, ix, items, owner, starts)
             self._faiss[kind] = cached
