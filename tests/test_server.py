@@ -172,3 +172,18 @@ def test_a_long_recording_is_aligned_segment_by_segment(db, files):
     t = [p["t"] for p in res.alignment]
     assert len(t) > 10 and all(b > a for a, b in zip(t, t[1:]))
     assert identify(coll, files / "audio" / f"{piece}.flac").alignment is None  # only when asked
+
+
+def test_alignment_points_are_the_passage_locations(db):
+    """``snippet_points`` (all of a path's snippets at once) gives, for every snippet of every
+    indexed score, exactly what ``sheet_location`` gives for that one snippet."""
+    from audiosheet.retrieval.identify import sheet_location, snippet_points
+
+    coll = Collection(db, create=False)
+    for item in coll.items("sheet"):
+        d = coll.data(item)
+        js = np.arange(len(d["emb"]))
+        for j, p in zip(js, snippet_points(d, js)):
+            span = sheet_location(d, int(j), int(j))["spans"][0]
+            assert p == {"page": span["page"], "system": span["system"], "x": span["x0"], "y0": span["box"][1],
+                         "y1": span["box"][3], "page_size": span["page_size"]}
