@@ -78,3 +78,33 @@ def files(corpus, tmp_path_factory) -> Path:
     r = export(corpus, out, split="all", workers=1, progress=False)
     assert not r["failed"] and len(r["pieces"]) == 4
     return out
+
+
+def filler_items(coll, n_items: int, per_item: int, seed: int) -> None:
+    """Commit ``n_items`` synthetic sheet items of ``per_item`` snippets to ``coll``: clustered
+    random unit embeddings (200 centres, spread 0.15) with its first sheet item's locations."""
+    import hashlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(200, 32)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    d = coll.data(coll.items("sheet")[0])
+    with coll.writing():
+        pending = []
+        for k in range(n_items):
+            e = centres[rng.integers(200, size=per_item)] + 0.15 * rng.normal(size=(per_item, 32)).astype(np.float32)
+            e = (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float16)
+            arrays = {**d, "emb": e, **{key: np.resize(d[key], per_item)
+                                        for key in ("column", "page", "system", "x0", "x1")}}
+            sha = hashlib.sha256(f"{seed}-{k}".encode() + e.tobytes()).hexdigest()
+            item = coll.store_item("sheet", f"filler-{seed}-{k}", f"/filler/{k}.pdf", sha, arrays, {"pages": 1})
+            pending.append((item, arrays))
+        coll.commit(pending)
+
+
+@pytest.fixture
+def filler():
+    """``filler_items``: synthetic sheet items for collections of many vectors."""
+    return filler_items

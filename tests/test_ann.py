@@ -3,8 +3,6 @@ finds the exact top-k on an easy set, is chosen by size or by request, survives 
 removals, and identification through it gives the same answers as exact search."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -46,42 +44,26 @@ def test_reranked_search_returns_the_exact_top_k_on_an_easy_set():
         build(lambda a, b: x[a:b], 32, MIN_VECTORS - 1)
 
 
-def _filler(coll: Collection, n_items: int, per_item: int, seed: int) -> None:
-    """Synthetic sheet items (clustered random embeddings, a real item's locations)."""
-    rng = np.random.default_rng(seed)
-    d = coll.data(coll.items("sheet")[0])
-    with coll.writing():
-        pending = []
-        for k in range(n_items):
-            e = _clustered(rng, per_item).astype(np.float16)
-            arrays = {**d, "emb": e, **{key: np.resize(d[key], per_item)
-                                        for key in ("column", "page", "system", "x0", "x1")}}
-            sha = hashlib.sha256(f"{seed}-{k}".encode() + e.tobytes()).hexdigest()
-            item = coll.store_item("sheet", f"filler-{seed}-{k}", f"/filler/{k}.pdf", sha, arrays, {"pages": 1})
-            pending.append((item, arrays))
-        coll.commit(pending)
-
-
-def test_a_compressed_collection_identifies_as_an_exact_one(files, tmp_path):
+def test_a_compressed_collection_identifies_as_an_exact_one(files, tmp_path, filler):
     from audiosheet.retrieval.identify import identify
 
     sheets = sorted((files / "sheets").glob("*.pdf"))
     exact = Collection(tmp_path / "exact", index="exact")
     exact.add(sheets, progress=False)
-    _filler(exact, 10, 1000, seed=1)
+    filler(exact, 10, 1000, seed=1)
     comp = Collection(tmp_path / "comp", index="compressed")
     comp.add(sheets, progress=False)  # under MIN_VECTORS: searched exactly
     assert not isinstance(comp.search_index("sheet")[0], RerankedIndex)
-    _filler(comp, 10, 1000, seed=1)  # now built compressed, with its rows file
+    filler(comp, 10, 1000, seed=1)  # now built compressed, with its rows file
     ix, items, _, starts = comp.search_index("sheet")
     assert isinstance(ix, RerankedIndex) and ix.ntotal == starts[-1] == sum(i.n for i in comp.items("sheet"))
     gen = comp.settings["generation"]
     assert sorted(p.name for p in (comp.root / "faiss").iterdir()) == [  # one shard and its quantiser
         f"sheet.s0.g{gen}.faiss", f"sheet.s0.g{gen}.rows.npy", f"sheet.trained.g{gen}.faiss"]
-    _filler(comp, 1, 500, seed=2)  # appended to the compressed index: the rows file grows with it
+    filler(comp, 1, 500, seed=2)  # appended to the compressed index: the rows file grows with it
     ix, _, _, starts = comp.search_index("sheet")
     assert isinstance(ix, RerankedIndex) and ix.ntotal == starts[-1] == len(ix.rows)
-    _filler(exact, 1, 500, seed=2)
+    filler(exact, 1, 500, seed=2)
     for s in sheets:
         q = files / "audio" / f"{s.stem}.flac"
         a, b = identify(exact, q, end=10), identify(comp, q, end=10)

@@ -179,3 +179,31 @@ def test_a_collection_from_before_shards_is_read_and_migrated(source, tmp_path):
     _copy(source, c, [])  # no-op
     c.remove(items[0].sha256)  # the first write leaves only the files its manifest names
     assert all(".s" in f.name for f in (db / "faiss").iterdir())
+
+
+def test_compressed_shards_share_one_quantiser(source, tmp_path, filler):
+    """A compressed kind in several shards: one trained index for all, each add fills only its
+    shard from it (no training), and identification answers as the exact one-shard collection."""
+    from audiosheet.retrieval.ann import RerankedIndex
+
+    db = tmp_path / "db"
+    c = Collection(db, index="compressed", shard_rows=4000)
+    _copy(source, c, source.items("sheet"))
+    filler(c, 12, 1000, seed=1)  # 12k filler rows: compressed, in 4 shards
+    one = Collection(tmp_path / "one", index="exact")
+    _copy(source, one, source.items("sheet"))
+    filler(one, 12, 1000, seed=1)
+    ix, items, _, starts = c.search_index("sheet")
+    assert isinstance(ix, ShardedIndex) and all(isinstance(p, RerankedIndex) for p in ix.parts)
+    assert ix.ntotal == starts[-1] == sum(it.n for it in items) and len(c.shards("sheet")) >= 3
+    trained = [f.name for f in (db / "faiss").iterdir() if ".trained." in f.name]
+    assert len(trained) == 1
+    before = _faiss_files(db)
+    filler(c, 1, 500, seed=2)  # appended to the open shard with the same quantiser
+    filler(one, 1, 500, seed=2)
+    after = _faiss_files(db)
+    assert [f for f in after if ".trained." in f] == trained
+    assert len(set(after) - set(before)) == 2  # the open shard's index and rows files
+    for it in source.items("audio"):
+        a, b = c.identify(it.path, end=10), one.identify(it.path, end=10)
+        assert a.results[0].piece == b.results[0].piece == it.name
