@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 
 def _collection(a, create: bool = False):
@@ -14,8 +15,17 @@ def _collection(a, create: bool = False):
 
 
 def _index_add(a) -> int:
+    ingest = None
+    if a.ray not in (None, "local", "auto") and "://" not in a.ray and Path(a.ray).exists():
+        a.paths, a.ray = [a.ray, *a.paths], "local"  # "--ray FILE ...": argparse took a file for ADDRESS
+    if a.ray is not None:
+        from audiosheet.retrieval.distributed import RayIngest
+
+        ingest = RayIngest(address=None if a.ray == "local" else a.ray, workers=a.workers)
+    elif a.workers is not None:
+        raise ValueError("--workers is the number of Ray workers: use it with --ray")
     coll = _collection(a, create=True)
-    rep = coll.add(a.paths, progress=not a.quiet)
+    rep = coll.add(a.paths, progress=not a.quiet, ingest=ingest)
     for item in rep.added:
         print(f"added   {item.describe()}")
         for w in item.info.get("warnings", []):
@@ -175,6 +185,13 @@ def add_commands(sub) -> None:
     ia.add_argument("--approx-threshold", type=int, default=None, metavar="N",
                     help="auto: vectors of one kind above which the index is approximate "
                          "(default 100,000)")
+    ia.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="read and embed the files on Ray workers (the 'distributed' extra): alone, "
+                    "on a local Ray instance; with ADDRESS (HEAD:6379, auto), on that cluster, whose "
+                    "workers must see the files at the same paths; put it before --db, or write --ray=ADDRESS")
+    ia.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="with --ray: Ray workers of 1 CPU each (default: this machine's CPUs, or the "
+                    "cluster's with ADDRESS)")
     ia.add_argument("--quiet", action="store_true")
     ia.set_defaults(func=_index_add)
     ip = ixs.add_parser("passages", help="add a passage model: every item's passage embeddings, "

@@ -2,21 +2,25 @@
 
 Layout of a collection folder::
 
-    collection.sqlite          settings (model, index kind, generation) and one row per item —
-                               the source of truth; every change is one SQLite transaction
+    collection.sqlite          settings (model, index kind, generation), one row per item (with
+                               its shard) and the shard manifest — the source of truth; every
+                               change is one SQLite transaction
     items/SHA256.npz           per item: its snippet embeddings (float16) and where each snippet
                                comes from (page, system, x-range; or time)
-    faiss/KIND.GEN.faiss       search index of all sheet (or audio) embeddings, rows in item-id
-                               order; derived data, rebuilt from items/ whenever it is missing
+    faiss/KIND.sS.gG.faiss     search index of shard S of the sheet (or audio) embeddings, rows in
+                               item-id order (``retrieval.shards``: shards, their rows files and
+                               the compressed kind's trained quantiser); derived data, rebuilt
+                               from items/ whenever it is missing
     passages/TAG/SHA256.npz    per item, once a passage model is added (``add_passage_model``):
                                passage embeddings (sheet: systems and system pairs; audio:
                                stretches) and where each passage is; TAG names the passage model.
                                Computed from the front-end data kept in items/ (the strip, the
                                spectrogram), so adding a passage model reads no file again
 
-An ``add`` first writes the new items' embedding files, then the next generation's FAISS files,
-and only then commits the items and the new generation number in one transaction; old
-generations are deleted after the commit. A crash or kill at any point leaves the last committed
+An ``add`` first writes the new items' embedding files, then the next generation's files of the
+shards it grows (no other), and only then commits the items, the shard manifest and the new
+generation number in one transaction; files the manifest no longer names are deleted after the
+commit. A crash or kill at any point leaves the last committed
 generation complete and usable; leftovers of the interrupted step are removed by the next write.
 One writer at a time (a lock file); readers never need the lock.
 """
