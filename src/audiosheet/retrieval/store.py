@@ -550,7 +550,7 @@ class Store:
                         raise ValueError("rows and items disagree")
                 except (RuntimeError, OSError, ValueError):  # missing or damaged: derived data, so rebuild it
                     want = self._index_kind(sum(i.n for i in self.items(kind)))
-                    if want == "compressed":
+                    try:  # on disk, for the next process too (a collection from before shards: once)
                         with self.writing():
                             g = self.settings["generation"] + 1
                             with self.db:
@@ -558,6 +558,9 @@ class Store:
                                 self.set_setting("generation", g)
                             self._clean()
                         return self.search_index(kind)
+                    except CollectionError:  # another process is writing: in memory, for now
+                        if want == "compressed":
+                            raise
                     ix = new_index(want, self.settings["dim"], HNSW_M)
                     for it in its:
                         ix.add(self.embeddings(it))
