@@ -4,7 +4,7 @@ Used by ``audiosheet.retrieval.identify``; no file, model or collection here, so
 
 * ``subsequence_dtw`` / ``subsequence_dtw_batch`` / ``dtw_segments``: align a whole query sequence
   to a stretch of a reference (an excerpt of a piece), tempo ratio bounded; one recursion compiled
-  with Numba (``_dtw_rows``), many problems per call spread over threads;
+  with Numba (``_dtw_rows``), many problems per call;
 * ``densest_run``: where an item's votes are densest;
 * ``vote_rates``: votes per √(item snippets), so long items do not win the shortlist by size;
 * ``reversed_background``: a per-item null score — the same query, time-reversed, warped against
@@ -21,13 +21,13 @@ MAX_STEP, MAX_STAY = 4, 3  # dtw: tempo ratio reference/query between 1/(MAX_STA
 
 
 def _dtw_rows(cost, lo, hi, flip, max_step, max_stay, total, first, last):  # pragma: no cover
-    """The subsequence-DTW recursion (``subsequence_dtw``) of k problems at once, in parallel:
+    """The subsequence-DTW recursion (``subsequence_dtw``) of k problems at once:
     problem b aligns the rows of ``cost`` (n, M) — in reverse order where ``flip[b]`` — to its
     columns ``lo[b]`` to ``hi[b]``. Writes each one's mean cost, first and last column (relative
     to ``lo[b]``; inf, 0, width - 1 where no path)."""
     n = cost.shape[0]
     stays = max_stay + 1
-    for b in _prange(len(lo)):
+    for b in range(len(lo)):
         c0, m = lo[b], hi[b] - lo[b]
         # acc[j, z]: best cost of a path at (row, j) that has stayed on j for the last z rows,
         # start[j, z]: its first column; best[j], origin[j]: the same minimised over z
@@ -71,21 +71,19 @@ _KERNEL = None
 
 
 def _kernel():
-    """``_dtw_rows`` compiled by Numba (cached on disk after the first compile), or the plain
-    Python function where Numba is missing (correct, far slower)."""
-    global _KERNEL, _prange
+    """``_dtw_rows`` compiled by Numba (serial: in parallel, Numba's OpenMP threads and torch's
+    spun against each other and a query's embedding slowed by 20 % while the DTW gained nothing;
+    cached on disk after the first compile), or the plain Python function where Numba is missing
+    (correct, far slower)."""
+    global _KERNEL
     if _KERNEL is None:
         try:
             import numba
         except ImportError:
             _KERNEL = _dtw_rows
         else:
-            _prange = numba.prange
-            _KERNEL = numba.njit(parallel=True, cache=True, nogil=True)(_dtw_rows)
+            _KERNEL = numba.njit(cache=True, nogil=True)(_dtw_rows)
     return _KERNEL
-
-
-_prange = range
 
 
 def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
@@ -93,8 +91,7 @@ def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
     """``subsequence_dtw`` of the rows of ``cost`` (n, M) against k column ranges at once:
     problem b takes columns ``lo[b]`` to ``hi[b]`` (exclusive), with the rows in reverse order
     where ``flip[b]``. Returns (mean cost per row (k,), first column (k,), last column (k,)),
-    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba, the
-    problems spread over threads."""
+    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba."""
     cost = np.ascontiguousarray(cost, np.float64)
     lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
     flip = np.zeros(len(lo), np.bool_) if flip is None else np.asarray(flip, np.bool_)
