@@ -195,6 +195,20 @@ def test_compressed_shards_share_one_quantiser(source, tmp_path, filler):
     filler(one, 12, 1000, seed=1)
     ix, items, _, starts = c.search_index("sheet")
     assert isinstance(ix, ShardedIndex) and all(isinstance(p, RerankedIndex) for p in ix.parts)
+    assert ix.shared  # searched as one compressed index of all rows with the same quantiser
+    import faiss
+
+    from audiosheet.retrieval.ann import fill
+
+    rows = np.concatenate([np.asarray(p.rows) for p in ix.parts])
+    trained = next(f for f in (db / "faiss").iterdir() if ".trained." in f.name)
+    whole = RerankedIndex(fill(faiss.read_index(str(trained)), lambda a, b: rows[a:b], len(rows)), rows)
+    rng = np.random.default_rng(3)
+    q = rows[rng.choice(len(rows), 50)].astype(np.float32) + 0.02 * rng.normal(size=(50, 32)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    (a_sim, a_rows), (b_sim, b_rows) = ix.search(q, 25), whole.search(q, 25)
+    np.testing.assert_array_equal(a_rows, b_rows)
+    np.testing.assert_allclose(a_sim, b_sim, atol=1e-6)
     assert ix.ntotal == starts[-1] == sum(it.n for it in items) and len(c.shards("sheet")) >= 3
     trained = [f.name for f in (db / "faiss").iterdir() if ".trained." in f.name]
     assert len(trained) == 1

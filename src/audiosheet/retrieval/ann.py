@@ -138,14 +138,41 @@ class RerankedIndex:
     def ntotal(self) -> int:
         return self.index.ntotal
 
+    def coarse(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centroid similarities, lists) of the ``nprobe`` inverted lists each query scans: one
+        search of the coarse quantiser, which indexes sharing a quantiser can share."""
+        import faiss
+
+        ivf = faiss.extract_index_ivf(self.index)
+        return ivf.quantizer.search(np.ascontiguousarray(q, np.float32), ivf.nprobe)
+
+    def candidates(self, q: np.ndarray, n: int, coarse: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best rows per query by the compressed codes: (approximate similarities
+        (B, n), rows (B, n), -1 where fewer); ``coarse``: the lists to scan (``coarse()``), found
+        once for several shards with this quantiser."""
+        import faiss
+
+        q = np.ascontiguousarray(q, np.float32)
+        if coarse is None:
+            return self.index.search(q, int(n))
+        return faiss.extract_index_ivf(self.index).search_preassigned(q, int(n), coarse[1], coarse[0])
+
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(q, np.float32)
-        _, cand = self.index.search(q, max(int(k), self.rerank))
-        safe = np.where(cand >= 0, cand, 0)
-        order = np.argsort(safe, axis=None, kind="stable")  # read the mapped rows in file order
-        flat = np.empty((safe.size, self.rows.shape[1]), np.float32)
-        flat[order] = self.rows[safe.ravel()[order]]
-        sim = np.einsum("bkd,bd->bk", flat.reshape(*safe.shape, -1), q)
-        sim[cand < 0] = -np.inf
-        top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(sim, top, 1), np.take_along_axis(cand, top, 1)
+        _, cand = self.candidates(q, max(int(k), self.rerank))
+        return rerank(q, cand, k, lambda rows: self.rows[rows])
+
+
+def rerank(q: np.ndarray, cand: np.ndarray, k: int, read) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` of the candidate rows ``cand`` (B, n) (-1: none) most similar to each query by
+    exact cosine: (similarities (B, k) float32, rows (B, k)), best first. ``read(sorted rows)`` →
+    their float rows (d columns), read in file order."""
+    safe = np.where(cand >= 0, cand, 0)
+    order = np.argsort(safe, axis=None, kind="stable")  # read the mapped rows in file order
+    flat = np.empty((safe.size, q.shape[1]), np.float32)
+    flat[order] = read(safe.ravel()[order])
+    sim = np.einsum("bkd,bd->bk", flat.reshape(*safe.shape, -1), q)
+    sim[cand < 0] = -np.inf
+    top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sim, top, 1), np.take_along_axis(cand, top, 1)

@@ -15,7 +15,8 @@ in the collection's ``faiss/`` folder::
 The manifest is the ``shards`` table of ``collection.sqlite`` — (kind, shard, gen, rows, index) —
 changed in the same transaction as the items, so a kill at any moment leaves the previous
 generation's files and manifest; files no manifest row names are removed by the next write.
-``ShardedIndex`` searches the shards of a kind as one index (fan out, merge by similarity).
+``ShardedIndex`` searches the shards of a kind as one index (fan out, merge by similarity); compressed
+shards share one search of their common quantiser.
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ class ShardedIndex:
         if len(parts) != len(firsts):
             raise ValueError("one first row per shard")
         self.parts, self.firsts = list(parts), [int(f) for f in firsts]
+        self.shared = _one_quantiser(self.parts)  # compressed shards of one trained index
 
     @property
     def ntotal(self) -> int:
@@ -79,6 +81,8 @@ class ShardedIndex:
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(q, np.float32)
+        if self.shared:
+            return self._search_compressed(q, int(k))
         sims, rows = [], []
         for part, first in zip(self.parts, self.firsts):
             if part.ntotal == 0:
@@ -96,6 +100,52 @@ class ShardedIndex:
             row = np.pad(row, ((0, 0), (0, pad)), constant_values=-1)
         top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(sim, top, 1), np.take_along_axis(row, top, 1)
+
+
+    def _search_compressed(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Compressed shards of one quantiser as one compressed index: the quantiser searched once,
+        every shard's best ``rerank`` rows by their codes (one codebook, so comparable), the best
+        ``rerank`` of those over all shards re-ranked by exact cosine — as many as one index
+        re-ranks, whatever the number of shards."""
+        from audiosheet.retrieval.ann import rerank
+
+        first_part = self.parts[0]
+        n = max(k, first_part.rerank)
+        coarse = first_part.coarse(q)
+        sims, rows = [], []
+        for part, first in zip(self.parts, self.firsts):
+            d, i = part.candidates(q, n, coarse)
+            sims.append(np.where(i >= 0, d, -np.inf))
+            rows.append(np.where(i >= 0, i + first, -1))
+        sim, row = np.concatenate(sims, axis=1), np.concatenate(rows, axis=1)
+        best = np.argsort(-sim, axis=1, kind="stable")[:, :n]
+        cand = np.take_along_axis(row, best, 1)
+        starts = np.asarray(self.firsts)
+
+        def read(global_rows: np.ndarray) -> np.ndarray:  # sorted rows → each from its shard's file
+            out = np.empty((len(global_rows), q.shape[1]), np.float32)
+            shard = np.searchsorted(starts, global_rows, "right") - 1
+            for s in np.unique(shard):
+                at = shard == s
+                out[at] = self.parts[s].rows[global_rows[at] - starts[s]]
+            return out
+
+        return rerank(q, cand, k, read)
+
+
+def _one_quantiser(parts: list) -> bool:
+    """Are these all compressed shards (``RerankedIndex``) with the same coarse quantiser and the
+    same number of lists scanned, so one quantiser search serves them all?"""
+    import faiss
+
+    from audiosheet.retrieval.ann import RerankedIndex
+
+    if len(parts) < 2 or not all(isinstance(p, RerankedIndex) for p in parts):
+        return False
+    ivfs = [faiss.extract_index_ivf(p.index) for p in parts]
+    first = faiss.vector_to_array(faiss.downcast_index(ivfs[0].quantizer).codes)
+    return all(v.nlist == ivfs[0].nlist and v.nprobe == ivfs[0].nprobe and np.array_equal(
+        faiss.vector_to_array(faiss.downcast_index(v.quantizer).codes), first) for v in ivfs[1:])
 
 
 __all__ = ["SHARD_ROWS", "ShardedIndex", "kind_of_index", "new_index", "shard_file", "trained_file"]
