@@ -195,7 +195,7 @@ def test_compressed_shards_share_one_quantiser(source, tmp_path, filler):
     filler(one, 12, 1000, seed=1)
     ix, items, _, starts = c.search_index("sheet")
     assert isinstance(ix, ShardedIndex) and all(isinstance(p, RerankedIndex) for p in ix.parts)
-    assert ix.shared  # searched as one compressed index of all rows with the same quantiser
+    assert ix._merged is not None  # searched as one compressed index of all rows, one quantiser
     import faiss
 
     from audiosheet.retrieval.ann import fill

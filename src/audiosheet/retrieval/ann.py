@@ -62,10 +62,18 @@ def train(vectors, d: int, n: int, seed: int = 0):
     return ix
 
 
-def fill(index, vectors, n: int):
-    """Add rows 0 … ``n`` of ``vectors`` (as ``train``'s) to ``index`` block by block; returns it."""
+SHARD_BITS = 40  # a compressed shard's row ids: shard << SHARD_BITS | row within the shard
+LOCAL = (1 << SHARD_BITS) - 1
+
+
+def fill(index, vectors, n: int, shard: int = 0):
+    """Add rows 0 … ``n`` of ``vectors`` (as ``train``'s) to ``index`` block by block, after the
+    rows it has, with ids ``shard << SHARD_BITS | row`` (shard 0: the rows themselves), so the
+    lists of several shards can be searched as one (``shards.ShardedIndex``); returns it."""
     for a in range(0, n, ADD_BLOCK):
-        index.add(np.ascontiguousarray(vectors(a, min(a + ADD_BLOCK, n)), np.float32))
+        block = np.ascontiguousarray(vectors(a, min(a + ADD_BLOCK, n)), np.float32)
+        ids = (np.int64(shard) << SHARD_BITS) + np.arange(index.ntotal, index.ntotal + len(block), dtype=np.int64)
+        index.add_with_ids(block, ids)
     return index
 
 
@@ -138,25 +146,11 @@ class RerankedIndex:
     def ntotal(self) -> int:
         return self.index.ntotal
 
-    def coarse(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(centroid similarities, lists) of the ``nprobe`` inverted lists each query scans: one
-        search of the coarse quantiser, which indexes sharing a quantiser can share."""
-        import faiss
-
-        ivf = faiss.extract_index_ivf(self.index)
-        return ivf.quantizer.search(np.ascontiguousarray(q, np.float32), ivf.nprobe)
-
-    def candidates(self, q: np.ndarray, n: int, coarse: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, q: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` best rows per query by the compressed codes: (approximate similarities
-        (B, n), rows (B, n), -1 where fewer); ``coarse``: the lists to scan (``coarse()``), found
-        once for several shards with this quantiser."""
-        import faiss
-
-        q = np.ascontiguousarray(q, np.float32)
-        if coarse is None:
-            return self.index.search(q, int(n))
-        return faiss.extract_index_ivf(self.index).search_preassigned(q, int(n), coarse[1], coarse[0])
+        (B, n), rows (B, n), -1 where fewer)."""
+        sim, ids = self.index.search(np.ascontiguousarray(q, np.float32), int(n))
+        return sim, np.where(ids >= 0, ids & LOCAL, -1)
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(q, np.float32)

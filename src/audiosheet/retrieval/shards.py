@@ -15,8 +15,8 @@ in the collection's ``faiss/`` folder::
 The manifest is the ``shards`` table of ``collection.sqlite`` — (kind, shard, gen, rows, index) —
 changed in the same transaction as the items, so a kill at any moment leaves the previous
 generation's files and manifest; files no manifest row names are removed by the next write.
-``ShardedIndex`` searches the shards of a kind as one index (fan out, merge by similarity); compressed
-shards share one search of their common quantiser.
+``ShardedIndex`` searches the shards of a kind as one index: fan out, merge by similarity; compressed
+shards (one quantiser) as one compressed index whose lists are the shards' lists side by side.
 """
 from __future__ import annotations
 
@@ -69,11 +69,12 @@ class ShardedIndex:
     than ``k`` rows exist. With exact shards the answer is that of one exact index over all rows
     (up to the order of equal similarities)."""
 
-    def __init__(self, parts: list, firsts: list[int]):
+    def __init__(self, parts: list, firsts: list[int], shards: list[int] | None = None):
         if len(parts) != len(firsts):
             raise ValueError("one first row per shard")
         self.parts, self.firsts = list(parts), [int(f) for f in firsts]
-        self.shared = _one_quantiser(self.parts)  # compressed shards of one trained index
+        self.shards = list(range(len(parts))) if shards is None else [int(s) for s in shards]
+        self._merged = _merged_lists(self.parts, self.shards)  # compressed shards of one quantiser
 
     @property
     def ntotal(self) -> int:
@@ -81,8 +82,8 @@ class ShardedIndex:
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(q, np.float32)
-        if self.shared:
-            return self._search_compressed(q, int(k))
+        if self._merged is not None:
+            return self._search_merged(q, int(k))
         sims, rows = [], []
         for part, first in zip(self.parts, self.firsts):
             if part.ntotal == 0:
@@ -101,51 +102,61 @@ class ShardedIndex:
         top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(sim, top, 1), np.take_along_axis(row, top, 1)
 
+    def _search_merged(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Compressed shards of one quantiser searched as one compressed index: each inverted
+        list is the concatenation of the shards' lists (FAISS ``HStackInvertedLists``), so a query
+        scans ``nprobe`` lists once, whatever the number of shards; its best ``rerank`` rows (ids
+        ``shard << SHARD_BITS | row``) are re-ranked by exact cosine from their shards' rows files."""
+        from audiosheet.retrieval.ann import LOCAL, SHARD_BITS, rerank
 
-    def _search_compressed(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Compressed shards of one quantiser as one compressed index: the quantiser searched once,
-        every shard's best ``rerank`` rows by their codes (one codebook, so comparable), the best
-        ``rerank`` of those over all shards re-ranked by exact cosine — as many as one index
-        re-ranks, whatever the number of shards."""
-        from audiosheet.retrieval.ann import rerank
-
-        first_part = self.parts[0]
-        n = max(k, first_part.rerank)
-        coarse = first_part.coarse(q)
-        sims, rows = [], []
-        for part, first in zip(self.parts, self.firsts):
-            d, i = part.candidates(q, n, coarse)
-            sims.append(np.where(i >= 0, d, -np.inf))
-            rows.append(np.where(i >= 0, i + first, -1))
-        sim, row = np.concatenate(sims, axis=1), np.concatenate(rows, axis=1)
-        best = np.argsort(-sim, axis=1, kind="stable")[:, :n]
-        cand = np.take_along_axis(row, best, 1)
+        index, _ = self._merged
+        _, ids = index.search(q, max(k, self.parts[0].rerank))
+        pos = {s: i for i, s in enumerate(self.shards)}
+        where = np.vectorize(lambda s: pos.get(int(s), -1), otypes=[np.int64])(np.where(ids >= 0, ids >> SHARD_BITS, -1))
+        firsts = np.asarray(self.firsts + [0])
+        cand = np.where((ids >= 0) & (where >= 0), firsts[where] + (ids & LOCAL), -1)
         starts = np.asarray(self.firsts)
 
-        def read(global_rows: np.ndarray) -> np.ndarray:  # sorted rows → each from its shard's file
-            out = np.empty((len(global_rows), q.shape[1]), np.float32)
-            shard = np.searchsorted(starts, global_rows, "right") - 1
-            for s in np.unique(shard):
-                at = shard == s
-                out[at] = self.parts[s].rows[global_rows[at] - starts[s]]
+        def read(rows: np.ndarray) -> np.ndarray:  # sorted global rows, each from its shard's file
+            out = np.empty((len(rows), q.shape[1]), np.float32)
+            part = np.searchsorted(starts, rows, "right") - 1
+            for i in np.unique(part):
+                at = part == i
+                out[at] = self.parts[i].rows[rows[at] - starts[i]]
             return out
 
         return rerank(q, cand, k, read)
 
 
-def _one_quantiser(parts: list) -> bool:
-    """Are these all compressed shards (``RerankedIndex``) with the same coarse quantiser and the
-    same number of lists scanned, so one quantiser search serves them all?"""
+def _merged_lists(parts: list, shards: list[int]):
+    """(one IVF-PQ index whose lists are the shards' lists side by side, the objects it points
+    into) when ``parts`` are compressed shards (``RerankedIndex``) of one quantiser, each holding
+    the ids ``fill`` gives its shard; else None (searched shard by shard)."""
     import faiss
 
-    from audiosheet.retrieval.ann import RerankedIndex
+    from audiosheet.retrieval.ann import SHARD_BITS, RerankedIndex
 
     if len(parts) < 2 or not all(isinstance(p, RerankedIndex) for p in parts):
-        return False
+        return None
     ivfs = [faiss.extract_index_ivf(p.index) for p in parts]
     first = faiss.vector_to_array(faiss.downcast_index(ivfs[0].quantizer).codes)
-    return all(v.nlist == ivfs[0].nlist and v.nprobe == ivfs[0].nprobe and np.array_equal(
-        faiss.vector_to_array(faiss.downcast_index(v.quantizer).codes), first) for v in ivfs[1:])
+    for ivf, shard in zip(ivfs, shards):
+        if ivf.nlist != ivfs[0].nlist or not np.array_equal(
+                faiss.vector_to_array(faiss.downcast_index(ivf.quantizer).codes), first):
+            return None
+        listed = next((j for j in range(ivf.nlist) if ivf.invlists.list_size(j)), None)
+        if listed is not None and int(faiss.rev_swig_ptr(ivf.invlists.get_ids(listed), 1)[0]) >> SHARD_BITS != shard:
+            return None  # made before shard ids
+    lists = faiss.InvertedListsPtrVector()
+    for ivf in ivfs:
+        lists.push_back(ivf.invlists)
+    stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
+    index = faiss.clone_index(parts[0].index)
+    merged = faiss.extract_index_ivf(index)
+    merged.replace_invlists(stacked, False)
+    merged.ntotal = index.ntotal = sum(p.ntotal for p in parts)
+    merged.nprobe = ivfs[0].nprobe
+    return index, (stacked, lists, parts)
 
 
 __all__ = ["SHARD_ROWS", "ShardedIndex", "kind_of_index", "new_index", "shard_file", "trained_file"]

@@ -489,11 +489,11 @@ class Store:
                     write_rows(rows_path, (self.embeddings(it) for it in items), n, d)
                 rows = np.load(rows_path, mmap_mode="r")
                 ix = fill(faiss.read_index(str(trained_file(self.root, kind, self.settings["trained"][kind][0]))),
-                          lambda a, b: rows[a:b], n)
+                          lambda a, b: rows[a:b], n, shard)
                 del rows
             else:
                 for e in append:
-                    ix.add(np.ascontiguousarray(e, np.float32))
+                    fill(ix, lambda a, b, e=e: e[a:b], len(e), shard)
                 old_rows = np.load(shard_file(self.root, kind, shard, old["gen"], rows=True), mmap_mode="r")
                 write_rows(rows_path, [*(old_rows[a:a + ADD_BLOCK] for a in range(0, len(old_rows), ADD_BLOCK)),
                                        *append], n, d)
@@ -567,7 +567,7 @@ class Store:
                 if isinstance(ix, faiss.IndexHNSWFlat):
                     ix.hnsw.efSearch = HNSW_EF_SEARCH
                 parts.append(ix)
-            ix = (parts[0] if len(parts) == 1 else ShardedIndex(parts, firsts) if parts
+            ix = (parts[0] if len(parts) == 1 else ShardedIndex(parts, firsts, list(by_shard)) if parts
                   else new_index("exact", self.settings["dim"]))
             starts = np.cumsum([0] + [i.n for i in items])
             owner = np.repeat(np.arange(len(items)), [i.n for i in items])
