@@ -9,6 +9,7 @@ import pytest
 from audiosheet.retrieval.matching import (
     calibrated_score,
     confidence,
+    dtw_segments,
     densest_run,
     leads,
     reversed_background,
@@ -62,17 +63,35 @@ def _numpy_batch(cost, max_step=4, max_stay=3):
     return np.where(ok, total / n, np.inf), np.where(ok, j0, 0), np.where(ok, j1, m - 1)
 
 
+def _dtw_with(kernel: str, costs: np.ndarray):
+    """subsequence_dtw_batch through one of matching's two implementations of the recursion."""
+    from audiosheet.retrieval import matching
+
+    if kernel == "compiled":
+        matching._CALLS = max(matching._CALLS, 1)  # past a fresh process's first (NumPy) call
+        assert matching._kernel() is not matching._numpy_rows
+        return subsequence_dtw_batch(costs)
+    k, n, m = costs.shape
+    lo = np.arange(k, dtype=np.int64) * m
+    out = np.empty(k), np.empty(k, np.int64), np.empty(k, np.int64)
+    matching._numpy_rows(np.ascontiguousarray(costs.transpose(1, 0, 2).reshape(n, k * m)), lo, lo + m,
+                         np.zeros(k, bool), 4, 3, *out)
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
 @pytest.mark.parametrize("n,m,pad", [(30, 90, 0), (40, 60, 25), (12, 5, 0), (9, 2, 0), (1, 7, 0),
                                      (20, 400, 100)])
-def test_compiled_dtw_equals_numpy_reference(n, m, pad):
-    """The compiled kernel gives exactly the NumPy recursion's costs, first and last columns,
-    with ties (quantised costs), unreachable padding columns (inf) and references too short for
-    any path; and the path version (its own NumPy code) agrees on cost and ends."""
+def test_dtw_kernels_equal_the_numpy_reference(n, m, pad, kernel):
+    """Both implementations of the recursion (compiled; NumPy for a fresh process's first call)
+    give exactly the reference recursion's costs, first and last columns, with ties (quantised
+    costs), unreachable padding columns (inf) and references too short for any path; and the path
+    version (its own NumPy code) agrees on cost and ends."""
     rng = np.random.default_rng(n * 1000 + m)
     costs = np.round(1 - np.stack([_unit(rng, n) @ _unit(rng, m).T for _ in range(5)]), 1)
     if pad:
         costs[:, :, m - pad:] = np.inf
-    got = subsequence_dtw_batch(costs)
+    got = _dtw_with(kernel, costs)
     want = _numpy_batch(costs)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
@@ -182,3 +201,22 @@ def test_dtw_path_agrees_with_the_cost_and_respects_the_steps():
     _, path = subsequence_dtw_path(1 - q @ ref.T)
     np.testing.assert_array_equal(path, np.arange(20, 50, 2))
     assert subsequence_dtw_path(rng.random((30, 5)))[0] == float("inf")
+
+
+def test_flipped_and_uneven_segments_agree_between_kernels():
+    """dtw_segments with reversed rows and segments of different widths: NumPy and compiled
+    kernels give the same answers."""
+    from audiosheet.retrieval import matching
+
+    rng = np.random.default_rng(5)
+    q, refs = _unit(rng, 25), [_unit(rng, w) for w in (30, 45, 120, 7)]
+    cost = 1.0 - q @ np.concatenate(refs).T
+    widths = np.array([len(r) for r in refs])
+    lo = np.repeat(np.concatenate([[0], np.cumsum(widths)[:-1]]), 2)
+    hi, flip = lo + np.repeat(widths, 2), np.tile([False, True], len(refs))
+    a = np.empty(8), np.empty(8, np.int64), np.empty(8, np.int64)
+    matching._numpy_rows(cost, lo, hi, flip, 4, 3, *a)
+    matching._CALLS = max(matching._CALLS, 1)
+    b = dtw_segments(cost, lo, hi, flip)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

@@ -15,6 +15,8 @@ Used by ``audiosheet.retrieval.identify``; no file, model or collection here, so
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 MAX_STEP, MAX_STAY = 4, 3  # dtw: tempo ratio reference/query between 1/(MAX_STAY + 1) and MAX_STEP
@@ -67,20 +69,63 @@ def _dtw_rows(cost, lo, hi, flip, max_step, max_stay, total, first, last):  # pr
             total[b], first[b], last[b] = np.inf, 0, m - 1
 
 
+def _numpy_rows(cost, lo, hi, flip, max_step, max_stay, total, first, last) -> None:
+    """``_dtw_rows`` vectorised with NumPy over problems of similar width (padded with unreachable
+    columns): the same recursion and ties, so the same results, without Numba's start-up."""
+    order = sorted(range(len(lo)), key=lambda b: hi[b] - lo[b])
+    while order:  # batches of problems within 1.5x of each other's width: little padding
+        group = [b for b in order if hi[b] - lo[b] <= 1.5 * (hi[order[0]] - lo[order[0]])]
+        order = order[len(group):]
+        k, n, m = len(group), cost.shape[0], max(hi[b] - lo[b] for b in group)
+        c = np.full((k, n, m), np.inf)
+        for g, b in enumerate(group):
+            c[g, :, :hi[b] - lo[b]] = cost[::-1, lo[b]:hi[b]] if flip[b] else cost[:, lo[b]:hi[b]]
+        cols, kk = np.arange(m), np.arange(k)[:, None]
+        acc = np.full((k, max_stay + 1, m), np.inf)  # acc[:, z, j], start[:, z, j] as in _dtw_rows
+        acc[:, 0] = c[:, 0]
+        start = np.broadcast_to(cols, (k, max_stay + 1, m)).copy()
+        for i in range(1, n):
+            z = np.argmin(acc, axis=1)
+            prev, ps = acc[kk, z, cols], start[kk, z, cols]
+            best, bs = np.full((k, m), np.inf), np.zeros((k, m), np.int64)
+            for s in range(1, min(max_step, m - 1) + 1):
+                better = prev[:, :-s] < best[:, s:]
+                best[:, s:] = np.where(better, prev[:, :-s], best[:, s:])
+                bs[:, s:] = np.where(better, ps[:, :-s], bs[:, s:])
+            acc[:, 1:] = acc[:, :-1] + c[:, i, None]
+            start[:, 1:] = start[:, :-1]
+            acc[:, 0], start[:, 0] = best + c[:, i], bs
+        z = np.argmin(acc, axis=1)
+        end = acc[kk, z, cols]
+        j1 = np.argmin(end, axis=1)
+        tot = end[np.arange(k), j1]
+        j0 = start[np.arange(k), z[np.arange(k), j1], j1]
+        for g, b in enumerate(group):
+            ok = np.isfinite(tot[g])
+            total[b], first[b] = (tot[g] / n, j0[g]) if ok else (np.inf, 0)
+            last[b] = j1[g] if ok else hi[b] - lo[b] - 1
+
+
 _KERNEL = None
+_CALLS = 0
 
 
 def _kernel():
-    """``_dtw_rows`` compiled by Numba (serial: in parallel, Numba's OpenMP threads and torch's
-    spun against each other and a query's embedding slowed by 20 % while the DTW gained nothing;
-    cached on disk after the first compile), or the plain Python function where Numba is missing
-    (correct, far slower)."""
-    global _KERNEL
+    """The DTW recursion to run: ``_dtw_rows`` compiled by Numba (serial: in parallel, Numba's
+    OpenMP threads and torch's spun against each other and a query's embedding slowed by 20 %
+    while the DTW gained nothing; cached on disk after the first compile) — except for a fresh
+    process's first DTW, which runs ``_numpy_rows``: importing Numba and loading the compiled code
+    costs ~0.6 s, more than it saves once (a one-shot ``audiosheet identify``); every later call, as
+    in a server or an evaluation, is compiled. ``_numpy_rows`` also where Numba is missing."""
+    global _KERNEL, _CALLS
+    _CALLS += 1
     if _KERNEL is None:
+        if _CALLS == 1 and "numba" not in sys.modules:
+            return _numpy_rows
         try:
             import numba
         except ImportError:
-            _KERNEL = _dtw_rows
+            _KERNEL = _numpy_rows
         else:
             _KERNEL = numba.njit(cache=True, nogil=True)(_dtw_rows)
     return _KERNEL
@@ -91,7 +136,7 @@ def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
     """``subsequence_dtw`` of the rows of ``cost`` (n, M) against k column ranges at once:
     problem b takes columns ``lo[b]`` to ``hi[b]`` (exclusive), with the rows in reverse order
     where ``flip[b]``. Returns (mean cost per row (k,), first column (k,), last column (k,)),
-    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba."""
+    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba (``_kernel``)."""
     cost = np.ascontiguousarray(cost, np.float64)
     lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
     flip = np.zeros(len(lo), np.bool_) if flip is None else np.asarray(flip, np.bool_)
