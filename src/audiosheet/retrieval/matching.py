@@ -131,6 +131,14 @@ def _kernel():
     return _KERNEL
 
 
+def compile_dtw() -> None:
+    """Load the compiled DTW now, for a long-lived process (the server at start-up), so that no
+    query pays Numba's start-up (``_kernel``)."""
+    global _CALLS
+    _CALLS = max(_CALLS, 1)
+    _kernel()
+
+
 def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
                  max_stay: int = MAX_STAY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``subsequence_dtw`` of the rows of ``cost`` (n, M) against k column ranges at once:
@@ -324,6 +332,6 @@ def confidence(z: float, coef: tuple[float, float]) -> float:
     return float(1.0 / (1.0 + np.exp(-(a + b * z))))
 
 
-__all__ = ["MAX_STEP", "MAX_STAY", "subsequence_dtw", "subsequence_dtw_batch", "dtw_segments", "densest_run",
+__all__ = ["MAX_STEP", "MAX_STAY", "subsequence_dtw", "subsequence_dtw_batch", "dtw_segments", "compile_dtw", "densest_run",
            "vote_rates", "reversed_background", "reversed_background_many", "calibrated_score", "leads",
            "confidence"]

@@ -89,11 +89,14 @@ def create_app(db: str | Path, max_upload: int = MAX_UPLOAD, query_model: str = 
 
     ``max_upload``: bytes an upload may have (413 above). ``query_model``: how queries are
     embedded (``Collection``; "torch" is the fastest in a warm process). ``warm``: load the
-    model now (first query then pays no load time).
+    model and the compiled DTW now (first queries then pay no load time).
     """
     coll = Collection(db, create=False, query_model=query_model)
     if warm:
+        from audiosheet.retrieval.matching import compile_dtw
+
         coll.query_embedder_for(0)
+        compile_dtw()
     app = FastAPI(title="audiosheet", summary="Which score is this recording, and where on the page?",
                   docs_url=None, redoc_url=None)
     # one query at a time, always on the same thread: the model and the FAISS indexes are shared,
