@@ -35,34 +35,6 @@ def test_batched_dtw_equals_one_by_one():
         assert (c[k], j0[k], j1[k]) == pytest.approx(subsequence_dtw(costs[k]))
 
 
-def _numpy_batch(cost, max_step=4, max_stay=3):
-    """The vectorised NumPy recursion subsequence_dtw_batch ran before it was compiled (issue 18):
-    an independent reference for the compiled kernel."""
-    k, n, m = cost.shape
-    cols, kk = np.arange(m), np.arange(k)[:, None]
-    acc = np.full((k, max_stay + 1, m), np.inf)
-    acc[:, 0] = cost[:, 0]
-    start = np.broadcast_to(cols, (k, max_stay + 1, m)).copy()
-    for i in range(1, n):
-        z = np.argmin(acc, axis=1)
-        prev, ps = acc[kk, z, cols], start[kk, z, cols]
-        best, bs = np.full((k, m), np.inf), np.zeros((k, m), np.int64)
-        for s in range(1, min(max_step, m - 1) + 1):
-            better = prev[:, :-s] < best[:, s:]
-            best[:, s:] = np.where(better, prev[:, :-s], best[:, s:])
-            bs[:, s:] = np.where(better, ps[:, :-s], bs[:, s:])
-        acc[:, 1:] = acc[:, :-1] + cost[:, i, None]
-        start[:, 1:] = start[:, :-1]
-        acc[:, 0], start[:, 0] = best + cost[:, i], bs
-    z = np.argmin(acc, axis=1)
-    end = acc[kk, z, cols]
-    j1 = np.argmin(end, axis=1)
-    total = end[np.arange(k), j1]
-    j0 = start[np.arange(k), z[np.arange(k), j1], j1]
-    ok = np.isfinite(total)
-    return np.where(ok, total / n, np.inf), np.where(ok, j0, 0), np.where(ok, j1, m - 1)
-
-
 def _dtw_with(kernel: str, costs: np.ndarray):
     """subsequence_dtw_batch through one of matching's two implementations of the recursion."""
     from audiosheet.retrieval import matching
@@ -79,30 +51,29 @@ def _dtw_with(kernel: str, costs: np.ndarray):
     return out
 
 
-@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
 @pytest.mark.parametrize("n,m,pad", [(30, 90, 0), (40, 60, 25), (12, 5, 0), (9, 2, 0), (1, 7, 0),
                                      (20, 400, 100)])
-def test_dtw_kernels_equal_the_numpy_reference(n, m, pad, kernel):
-    """Both implementations of the recursion (compiled; NumPy for a fresh process's first call)
-    give exactly the reference recursion's costs, first and last columns, with ties (quantised
-    costs), unreachable padding columns (inf) and references too short for any path; and the path
-    version (its own NumPy code) agrees on cost and ends."""
+def test_compiled_dtw_equals_the_numpy_recursion(n, m, pad):
+    """The compiled kernel gives exactly the NumPy recursion's costs, first and last columns (the
+    vectorised recursion used before it was compiled, still run for a fresh process's first
+    call), with ties (quantised costs), unreachable padding columns (inf) and references too short
+    for any path; and both agree with the path version (its own NumPy code) on cost and ends."""
     rng = np.random.default_rng(n * 1000 + m)
     costs = np.round(1 - np.stack([_unit(rng, n) @ _unit(rng, m).T for _ in range(5)]), 1)
     if pad:
         costs[:, :, m - pad:] = np.inf
-    got = _dtw_with(kernel, costs)
-    want = _numpy_batch(costs)
+    got, want = _dtw_with("compiled", costs), _dtw_with("numpy", costs)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     if not pad:
-        for k in range(len(costs)):
-            c, path = subsequence_dtw_path(costs[k])
-            assert c == pytest.approx(got[0][k])
-            if len(path):
-                assert (path[0], path[-1]) == (got[1][k], got[2][k])
-            else:
-                assert not np.isfinite(got[0][k])
+        for out in (got, want):
+            for k in range(len(costs)):
+                c, path = subsequence_dtw_path(costs[k])
+                assert c == pytest.approx(out[0][k])
+                if len(path):
+                    assert (path[0], path[-1]) == (out[1][k], out[2][k])
+                else:
+                    assert not np.isfinite(out[0][k])
 
 
 def test_reversed_background_separates_true_piece_from_long_impostor():

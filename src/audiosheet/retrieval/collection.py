@@ -232,6 +232,7 @@ class Collection(Store):
             self._export_query_model()
             known = {i.sha256: i for i in self.items()}
             todo: list[tuple[Path, str, str]] = []  # (file, kind, sha256) of the new files
+            first_of: dict[str, Path] = {}  # sha256 → the new file of that content met first
             again: list[tuple[Path, str]] = []  # (file, sha256) of content met earlier in this call
             for f in files:
                 kind = file_kind(f)
@@ -246,9 +247,10 @@ class Collection(Store):
                     continue
                 if sha in known:
                     report.present.append((str(f), known[sha]))
-                elif any(t[2] == sha for t in todo):
+                elif sha in first_of:
                     again.append((f, sha))
                 else:
+                    first_of[sha] = f
                     todo.append((f, kind, sha))
             pending: list[tuple[Item, dict]] = []
             last_commit = time.time()
@@ -261,8 +263,8 @@ class Collection(Store):
                     if isinstance(result, BaseException):
                         raise result
                     arrays, info = result
-                    item = self.store_item(kind, names.get(str(f.resolve()), f.stem), str(f.resolve()),
-                                           sha, arrays, info)
+                    full = str(f.resolve())
+                    item = self.store_item(kind, names.get(full, f.stem), full, sha, arrays, info)
                     if self.settings.get("passage_model"):
                         self._write_passages(sha, kind, arrays)
                 except Exception as exc:  # noqa: BLE001 - PageError/AudioError, MemoryError, ...
@@ -277,11 +279,10 @@ class Collection(Store):
                 report.added += self.commit(pending)
         by_sha = {it.sha256: it for it in report.added}
         for f, sha in again:  # the same content twice in this call: the second is the first's item
-            first = next(str(t[0]) for t in todo if t[2] == sha)
             if sha in by_sha:
                 report.present.append((str(f), by_sha[sha]))
             else:
-                report.failed.append((str(f), f"{f}: the same content as {first}, which failed"))
+                report.failed.append((str(f), f"{f}: the same content as {first_of[sha]}, which failed"))
         return report
 
     def ingest_local(self, todo: list[tuple[Path, str]]) -> Iterator[tuple[dict, dict] | BaseException]:

@@ -322,8 +322,8 @@ def alignment_path(q: np.ndarray, d: dict, t0: float, step: float) -> list[dict]
 
 def snippet_points(d: dict, js: np.ndarray) -> list[dict]:
     """``sheet_location(d, j, j)``'s first span, for many snippets ``js`` at once, as
-    {"page", "system", "x", "y0", "y1", "page_size"}: the same numbers (the same arithmetic,
-    element by element), without a call per snippet."""
+    {"page", "system", "x", "y0", "y1", "page_size"}: the same numbers (``frontend.coords`` on
+    arrays), without a call per snippet."""
     js = np.asarray(js, np.int64)
     if not len(js):
         return []
@@ -331,13 +331,10 @@ def snippet_points(d: dict, js: np.ndarray) -> list[dict]:
     s, c = d["system"][js].astype(np.int64), d["column"][js].astype(float)
     page = boxes[s, 0].astype(np.int64)
     lo, hi = np.maximum(c, offsets[s]), np.minimum(c, offsets[s + 1] - 1)
-    scale = d["scales"][page]
-    x0 = (lo - offsets[s] + lefts[s]) * 2.0 / scale
-    x1 = (hi - offsets[s] + lefts[s]) * 2.0 / scale
+    x0 = strip_to_page_x(lo, offsets[s], lefts[s], d["scales"][page])
+    x1 = strip_to_page_x(hi, offsets[s], lefts[s], d["scales"][page])
     w, h = d["sizes"][page, 0], d["sizes"][page, 1]
-    t = np.deg2rad(d["angles"][page].astype(float))
-    sin, cos = np.sin(t), np.cos(t)
-    ys = [h / 2.0 + sin * (x - w / 2.0) + cos * (y - h / 2.0)  # rotate_points' y of the four corners
+    ys = [rotate_points(x, y, d["angles"][page].astype(float), (w / 2.0, h / 2.0))[1]  # the four corners
           for x, y in ((x0, boxes[s, 3]), (x1, boxes[s, 3]), (x1, boxes[s, 4]), (x0, boxes[s, 4]))]
     y0, y1 = np.minimum.reduce(ys), np.maximum.reduce(ys)
     pages = boxes[:, 0]

@@ -75,6 +75,8 @@ class ShardedIndex:
         self.parts, self.firsts = list(parts), [int(f) for f in firsts]
         self.shards = list(range(len(parts))) if shards is None else [int(s) for s in shards]
         self._merged = _merged_lists(self.parts, self.shards)  # compressed shards of one quantiser
+        self._base = np.full(max(self.shards) + 1, -1, np.int64) if self.shards else np.zeros(0, np.int64)
+        self._base[self.shards] = self.firsts  # shard number → its first row
 
     @property
     def ntotal(self) -> int:
@@ -111,10 +113,7 @@ class ShardedIndex:
 
         index, _ = self._merged
         _, ids = index.search(q, max(k, self.parts[0].rerank))
-        pos = {s: i for i, s in enumerate(self.shards)}
-        where = np.vectorize(lambda s: pos.get(int(s), -1), otypes=[np.int64])(np.where(ids >= 0, ids >> SHARD_BITS, -1))
-        firsts = np.asarray(self.firsts + [0])
-        cand = np.where((ids >= 0) & (where >= 0), firsts[where] + (ids & LOCAL), -1)
+        cand = np.where(ids >= 0, self._base[np.where(ids >= 0, ids >> SHARD_BITS, 0)] + (ids & LOCAL), -1)
         starts = np.asarray(self.firsts)
 
         def read(rows: np.ndarray) -> np.ndarray:  # sorted global rows, each from its shard's file

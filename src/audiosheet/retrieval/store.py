@@ -330,8 +330,13 @@ class Store:
         gen = self.settings["generation"] + 1
         with self.db:  # ids are assigned inside the transaction that also moves the generation
             grown: dict[str, dict[int, list[np.ndarray]]] = {k: {} for k in KINDS}
+            open_shard = {k: self._last_shard(k) for k in KINDS}  # kind → [shard, rows in it]
             for item, arrays in pending:
-                item.shard = self._open_shard(item.kind, item.n)
+                last = open_shard[item.kind]
+                if last[1] and last[1] + item.n > self.shard_rows:  # an item is never split
+                    last[:] = [last[0] + 1, 0]
+                last[1] += item.n
+                item.shard = last[0]
                 cur = self.db.execute("insert into items (kind, name, path, sha256, added, n, info, shard) "
                                       "values (?, ?, ?, ?, ?, ?, ?, ?)",
                                       (item.kind, item.name, item.path, item.sha256, item.added, item.n,
@@ -344,14 +349,12 @@ class Store:
         self._clean()
         return [it for it, _ in pending]
 
-    def _open_shard(self, kind: str, n: int) -> int:
-        """The shard an item of ``n`` snippets joins: the kind's last shard, or the next one if
-        it would pass ``shard_rows`` (an item is never split)."""
+    def _last_shard(self, kind: str) -> list[int]:
+        """[the kind's last shard, its rows]: where its next item goes unless that item would take
+        it past ``shard_rows`` (then to the next shard)."""
         r = self.db.execute("select shard, sum(n) from items where kind = ? group by shard "
                             "order by shard desc limit 1", (kind,)).fetchone()
-        if r is None:
-            return 0
-        return int(r[0]) + 1 if r[1] and r[1] + n > self.shard_rows else int(r[0])
+        return [0, 0] if r is None else [int(r[0]), int(r[1] or 0)]
 
     @property
     def shard_rows(self) -> int:
@@ -527,7 +530,8 @@ class Store:
         """(search index, items in row order, item index of every row, first row of each item)
         of the ``kind`` embeddings: one shard's FAISS index, or a ``ShardedIndex`` over several;
         rows in shard order, then item-id order. A missing or damaged shard file is derived
-        data: rebuilt (in memory; a compressed shard on disk)."""
+        data: rebuilt on disk (in memory while another process writes; CollectionError then for a
+        compressed one)."""
         import faiss
 
         self._reload_settings()
