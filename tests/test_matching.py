@@ -191,3 +191,27 @@ def test_flipped_and_uneven_segments_agree_between_kernels():
     b = dtw_segments(cost, lo, hi, flip)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_dtw_shared_by_two_threads_equals_one(monkeypatch):
+    """Problems split between two threads (``_halves``) give what one thread gives."""
+    from audiosheet.retrieval import matching
+
+    rng = np.random.default_rng(6)
+    q, refs = _unit(rng, 40), [_unit(rng, w) for w in (300, 45, 120, 7, 200, 66)]
+    cost = 1.0 - q @ np.concatenate(refs).T
+    widths = np.array([len(r) for r in refs])
+    lo = np.repeat(np.concatenate([[0], np.cumsum(widths)[:-1]]), 2)
+    hi, flip = lo + np.repeat(widths, 2), np.tile([False, True], len(refs))
+    matching.compile_dtw()
+    monkeypatch.setattr(matching, "PARALLEL_CELLS", 10**12)
+    one = dtw_segments(cost, lo, hi, flip)
+    monkeypatch.setattr(matching, "PARALLEL_CELLS", 0)
+    halves = matching._halves(hi - lo, len(q))
+    assert sorted(np.concatenate(halves)) == list(range(len(lo)))
+    loads = [int((hi - lo)[h].sum()) for h in halves]
+    assert abs(loads[0] - loads[1]) <= (hi - lo).max()  # balanced to within one problem
+    two = dtw_segments(cost, lo, hi, flip)
+    for x, y in zip(one, two):
+        np.testing.assert_array_equal(x, y)
+    assert matching._halves(np.array([50]), 40) is None  # one problem: one thread

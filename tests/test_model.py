@@ -255,3 +255,64 @@ def test_saved_checkpoint_has_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def _golden_spectrogram() -> np.ndarray:
+    from pathlib import Path
+
+    from audiosheet.frontend.audio import ingest_audio
+
+    return ingest_audio(Path(__file__).parent / "data" / "golden" / "clip.flac").spec
+
+
+def test_audio_sequence_is_close_to_snippet_by_snippet():
+    """A recording's snippets with their attention read from one pass over the spectrogram embed
+    (almost) as each snippet alone: on a real clip, the same direction up to a small angle."""
+    from audiosheet.frontend.audio import audio_snippets
+    from audiosheet.models.embed import Embedder
+
+    emb = Embedder(load_model("snippet-bl2-att84"), batch=8)
+    spec = _golden_spectrogram()
+    snippets, _ = audio_snippets(spec, emb.config.context, 5)
+    alone, seq = emb.audio(snippets), emb.audio_sequence(spec, 5)
+    assert seq.shape == alone.shape == (len(snippets), 32) and seq.dtype == np.float32
+    cos = np.sum(alone * seq, 1)
+    assert cos.min() > 0.99 and cos.mean() > 0.998, (cos.min(), cos.mean())
+    assert np.allclose(np.linalg.norm(seq, axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="92"):
+        emb.audio_sequence(spec[:, :80], 5)
+
+
+def test_shared_attention_weights_in_chunks_equal_one_pass(monkeypatch):
+    import audiosheet.models.embed as E
+
+    m = _trained_like(load_config("bl2_att84")).for_inference()
+    spec = np.random.default_rng(3).random((700, 92)).astype(np.float32)
+    centres = np.arange(0, 700, 5)
+    one = E.shared_attention_weights(m.attention, spec, centres, 84, bf16=False)
+    monkeypatch.setattr(E, "SHARED_CHUNK", 128)  # 7 chunks with their margins
+    chunked = E.shared_attention_weights(m.attention, spec, centres, 84, bf16=False)
+    assert one.shape == (len(centres), 84)
+    assert torch.allclose(one.sum(1), torch.ones(len(centres)), atol=1e-5)
+    assert torch.allclose(one, chunked, atol=1e-6)
+    # on a real clip, each snippet's weights as its own attention gives them (the shipped model)
+    from audiosheet.frontend.audio import audio_snippets
+
+    m = load_model("snippet-bl2-att84").for_inference()
+    spec = _golden_spectrogram()
+    snippets, centres = audio_snippets(spec, 84, 5)
+    shared = E.shared_attention_weights(m.attention, spec, centres, 84, bf16=False)
+    with torch.no_grad():
+        alone = m.attention.weights(torch.from_numpy(snippets)[:, None])
+    l1 = (shared - alone).abs().sum(1)
+    assert l1.max() < 0.1 and l1.mean() < 0.03, (l1.max(), l1.mean())
+
+
+def test_audio_sequence_without_attention_is_audio():
+    from audiosheet.frontend.audio import audio_snippets
+    from audiosheet.models.embed import Embedder
+
+    emb = Embedder(_trained_like(load_config("bl2")), batch=4)
+    spec = np.random.default_rng(4).random((90, 92)).astype(np.float32)
+    snippets, _ = audio_snippets(spec, emb.config.context, 5)
+    assert np.array_equal(emb.audio_sequence(spec, 5), emb.audio(snippets))

@@ -144,7 +144,9 @@ def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
     """``subsequence_dtw`` of the rows of ``cost`` (n, M) against k column ranges at once:
     problem b takes columns ``lo[b]`` to ``hi[b]`` (exclusive), with the rows in reverse order
     where ``flip[b]``. Returns (mean cost per row (k,), first column (k,), last column (k,)),
-    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba (``_kernel``)."""
+    columns relative to ``lo[b]``; inf, 0, width - 1 where no path. Compiled with Numba (``_kernel``);
+    a large set of problems is split between two threads (``_halves``: the compiled kernel does not
+    hold the GIL; Numba's own parallel loops fought torch's OpenMP threads, see ``_kernel``)."""
     cost = np.ascontiguousarray(cost, np.float64)
     lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
     flip = np.zeros(len(lo), np.bool_) if flip is None else np.asarray(flip, np.bool_)
@@ -154,8 +156,50 @@ def dtw_segments(cost: np.ndarray, lo, hi, flip=None, max_step: int = MAX_STEP,
     if len(cost) == 0:
         total[:], first[:], last[:] = np.inf, 0, hi - lo - 1
     elif len(lo):
-        _kernel()(cost, lo, hi, flip, int(max_step), int(max_stay), total, first, last)
+        kernel = _kernel()
+        halves = _halves(hi - lo, len(cost)) if kernel is not _numpy_rows else None
+        if halves is None:
+            kernel(cost, lo, hi, flip, int(max_step), int(max_stay), total, first, last)
+        else:  # the compiled kernel releases the GIL: half the problems on a second thread
+            outs = [(np.empty(len(h)), np.empty(len(h), np.int64), np.empty(len(h), np.int64)) for h in halves]
+            job = _pool().submit(kernel, cost, lo[halves[1]], hi[halves[1]], flip[halves[1]],
+                                 int(max_step), int(max_stay), *outs[1])
+            kernel(cost, lo[halves[0]], hi[halves[0]], flip[halves[0]], int(max_step), int(max_stay), *outs[0])
+            job.result()
+            for h, (t, f, la) in zip(halves, outs):
+                total[h], first[h], last[h] = t, f, la
     return total, first, last
+
+
+PARALLEL_CELLS = 100_000  # DTW cells from which the problems are shared by two threads
+_POOL = None
+
+
+def _pool():
+    """One worker thread for ``dtw_segments``'s second half (made on first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="audiosheet-dtw")
+    return _POOL
+
+
+def _halves(widths: np.ndarray, rows: int) -> list[np.ndarray] | None:
+    """Two sets of problem indices of about equal work (rows × width cells), or None where the
+    work is too small for a second thread to pay (under ``PARALLEL_CELLS``), a single problem, or
+    a single core."""
+    import os
+
+    if len(widths) < 2 or rows * int(widths.sum()) < PARALLEL_CELLS or (os.cpu_count() or 1) < 2:
+        return None
+    order = np.argsort(-widths, kind="stable")  # largest first, each to the lighter side
+    side, load = np.zeros(len(widths), np.int64), [0, 0]
+    for b in order:
+        k = int(load[1] < load[0])
+        side[b] = k
+        load[k] += int(widths[b])
+    return [np.flatnonzero(side == 0), np.flatnonzero(side == 1)]
 
 
 def subsequence_dtw_batch(cost: np.ndarray, max_step: int = MAX_STEP, max_stay: int = MAX_STAY

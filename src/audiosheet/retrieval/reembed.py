@@ -81,7 +81,10 @@ def reembed(source: str | Path, out: str | Path, model: str | None = None,
                 with np.load(src.root / "items" / f"{it.sha256}.npz") as z:
                     arrays = {k: z[k] for k in z.files}
                 snippets = _snippets(arrays, it.kind, src.settings, new_cfg.context)
-                emb = (dst.embedder.sheet if it.kind == "sheet" else dst.embedder.audio)(snippets)
+                if it.kind == "sheet":
+                    emb = dst.embedder.sheet(snippets)
+                else:  # as ``embed_file`` embeds a recording: attention shared by its snippets
+                    emb = dst.embedder.audio_sequence(arrays["spec"].astype(np.float32), src.settings["audio_hop"])
                 arrays["emb"] = emb.astype(np.float16)
                 item = dst.store_item(it.kind, it.name, it.path, it.sha256, arrays, it.info, it.added)
             except Exception as exc:  # one item's failure; the others go on
