@@ -83,6 +83,17 @@ def _reason(exc: BaseException, tmp: Path, name: str) -> str:
     return text.replace(str(tmp), name).replace(tmp.name, name) if tmp.name else text
 
 
+def limit_blas_threads() -> None:
+    """NumPy's BLAS on one thread in this process (threadpoolctl). A query's BLAS calls are small
+    (the spectrogram's filter bank, similarities of a query with its shortlist), but OpenBLAS's
+    threads spin for a while after each one, and the torch model that embeds the query right
+    after the spectrogram then shares the two cores with them: embedding a 30-s query took
+    ~0.2 s instead of ~0.12 s in a server-like loop (``benchmarks/serve.py``)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def create_app(db: str | Path, max_upload: int = MAX_UPLOAD, query_model: str = "torch",
                warm: bool = True) -> FastAPI:
     """The application serving collection ``db`` (must exist; CollectionError otherwise).
@@ -92,6 +103,7 @@ def create_app(db: str | Path, max_upload: int = MAX_UPLOAD, query_model: str = 
     model and the compiled DTW now (first queries then pay no load time).
     """
     coll = Collection(db, create=False, query_model=query_model)
+    limit_blas_threads()
     if warm:
         from audiosheet.retrieval.matching import compile_dtw
 
