@@ -23,12 +23,12 @@ from torch import nn
 from audiosheet.models.checkpoint import load_model
 from audiosheet.models.snippet import FrameAttention, SnippetModel, autocast
 
-SHARED_CHUNK = 8192  # spectrogram frames per pass of the shared attention features (+ margins)
-SHARED_MARGIN = 64  # frames each side of a chunk: more than the features' receptive field
+SHARED_CHUNK = 512  # spectrogram frames of the attention's feature map made per pass
+SHARED_MARGIN = 64  # frames of context each side of a chunk: more than the features' receptive field
 
 
 def shared_attention_weights(attention: FrameAttention, spec: np.ndarray, centres: np.ndarray,
-                             context: int, bf16: bool = True) -> torch.Tensor:
+                             context: int, bf16: bool = True, features=None) -> torch.Tensor:
     """Frame weights (N, context), rows summing to 1, of the snippets of ``spec`` (T, bins)
     centred on ``centres`` (N,) frames (as ``frontend.audio.audio_snippets`` cuts them, silence
     beyond the ends), from one pass of the attention's convolutions over the whole spectrogram.
@@ -39,25 +39,29 @@ def shared_attention_weights(attention: FrameAttention, spec: np.ndarray, centre
     columns from frame ``centre - context // 2`` on, with fractional ends (the map has one column
     per 8 frames; a snippet starts every ``hop`` frames). It differs from the snippet's own map
     only where the snippet's zero padding is replaced by the music around it, and by that
-    rounding of its span. Long recordings go through in chunks of ``SHARED_CHUNK`` frames with
-    ``SHARED_MARGIN`` frames of context each side, which gives the same map as one pass.
-    ``bf16``: the convolutions under bfloat16 autocast, as ``Embedder`` runs them.
+    rounding of its span.
+
+    The map is made in chunks of ``SHARED_CHUNK`` frames, each seen with ``SHARED_MARGIN`` frames
+    of the spectrogram (silence beyond its ends) on either side, so every pass has one shape
+    (1, 1, bins, SHARED_CHUNK + 2 SHARED_MARGIN) — ``features``, a traced ``attention.features``
+    of that shape, runs them (default: ``attention.features`` itself) — and the map does not
+    depend on the chunk size. ``bf16``: the convolutions under bfloat16 autocast, as ``Embedder``
+    runs them.
     """
     t, bins = spec.shape
+    features = features or attention.features
     stride = 2 ** len(attention.features)  # one max-pool per block
-    lo = context // 2
-    padded = np.zeros((t + context, bins), np.float32)
-    padded[lo:lo + t] = spec
-    cols = []
+    lo, chunks = context // 2, -(-(t + context) // SHARED_CHUNK)
+    padded = np.zeros((SHARED_MARGIN + chunks * SHARED_CHUNK + SHARED_MARGIN, bins), np.float32)
+    padded[SHARED_MARGIN + lo:SHARED_MARGIN + lo + t] = spec  # the snippets' silence, then the margins
+    cols, keep = [], slice(SHARED_MARGIN // stride, (SHARED_MARGIN + SHARED_CHUNK) // stride)
     with torch.no_grad(), autocast(bf16):
-        for a in range(0, len(padded), SHARED_CHUNK):
-            b = min(len(padded), a + SHARED_CHUNK)
-            m0, m1 = max(0, a - SHARED_MARGIN), min(len(padded), b + SHARED_MARGIN)
-            x = torch.from_numpy(np.ascontiguousarray(padded[m0:m1].T))[None, None]
-            f = attention.features(x.contiguous(memory_format=torch.channels_last))
-            c0 = (a - m0) // stride
-            cols.append(f.float().mean(dim=2)[0, :, c0:c0 + (b - a) // stride])  # (C, columns)
-    col = torch.cat(cols, 1)  # (C, W): one column per `stride` frames of the padded spectrogram
+        for k in range(chunks):
+            x = torch.from_numpy(np.ascontiguousarray(padded[k * SHARED_CHUNK:(k + 1) * SHARED_CHUNK
+                                                             + 2 * SHARED_MARGIN].T))[None, None]
+            f = features(x.contiguous(memory_format=torch.channels_last))
+            cols.append(f.float().mean(dim=2)[0, :, keep])  # (C, SHARED_CHUNK // stride)
+    col = torch.cat(cols, 1)  # (C, W): one column per `stride` frames, from padded frame 0 on
     cum = torch.cat([col.new_zeros(col.shape[0], 1), col.cumsum(1)], 1)
 
     def area(p: torch.Tensor) -> torch.Tensor:  # ∫ of the columns from 0 to p (columns)
@@ -65,7 +69,7 @@ def shared_attention_weights(attention: FrameAttention, spec: np.ndarray, centre
         return cum[:, i] + (p - i).float() * col[:, i]
 
     span = context // stride  # a snippet's own map has this many columns
-    first = torch.as_tensor(np.asarray(centres), dtype=torch.float64) / stride  # padded frame centre - lo
+    first = torch.as_tensor(np.asarray(centres), dtype=torch.float64) / stride  # its first frame, in columns
     mean = (area(first + span) - area(first)) / span  # (C, N)
     conv = attention.logits
     logits = conv.weight[:, :, 0, 0].float() @ mean + conv.bias.float()[:, None]
@@ -106,17 +110,20 @@ class Embedder:
         self.jit = jit
         self._nets = {"audio": _AudioRaw(self.model), "sheet": self.model.sheet_net,
                       "audio_net": self.model.audio_net}
+        if self.model.attention is not None:  # chunks of the shared attention map, one at a time
+            self._nets["attention_features"] = self.model.attention.features
         self._traced: dict[str, nn.Module] = {}
 
     def _net(self, kind: str, shape: tuple) -> nn.Module:
         """A pathway, traced on first use (so a one-sided job pays for one trace only)."""
         if kind not in self._traced:
             net = self._nets[kind]
-            self._traced[kind] = self._trace(net, (1, *shape)) if self.jit else net
+            batch = 1 if kind == "attention_features" else self.batch
+            self._traced[kind] = self._trace(net, (1, *shape), batch) if self.jit else net
         return self._traced[kind]
 
-    def _trace(self, net: nn.Module, shape: tuple) -> nn.Module:
-        x = torch.zeros(self.batch, *shape).contiguous(memory_format=torch.channels_last)
+    def _trace(self, net: nn.Module, shape: tuple, batch: int) -> nn.Module:
+        x = torch.zeros(batch, *shape).contiguous(memory_format=torch.channels_last)
         try:
             torch.jit.enable_onednn_fusion(True)
             with warnings.catch_warnings(), torch.no_grad(), autocast(self.bf16):
@@ -168,8 +175,9 @@ class Embedder:
         shape = (self.config.audio_bins, self.config.context)
         if spec.shape[1] != shape[0]:
             raise ValueError(f"spectrogram of {spec.shape[1]} bins, expected {shape[0]}")
+        features = self._net("attention_features", (shape[0], SHARED_CHUNK + 2 * SHARED_MARGIN))
         weights = shared_attention_weights(self.model.attention, spec, centres, self.config.context,
-                                           self.bf16)
+                                           self.bf16, features)
         a = self._run(self._net("audio_net", shape), snippets, shape, weights)
         if self._cca is not None:
             a = (a - self._cca[0]) @ self._cca[1]

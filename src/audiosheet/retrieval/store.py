@@ -315,12 +315,14 @@ class Store:
 
     def data(self, item: Item) -> ItemData:
         """An item's stored arrays (embeddings ``emb`` float32 (n, d), and locations) as an
-        ``ItemData``, read from its file on first use; the last 64 items are kept."""
-        if item.id not in self._cache:
-            if len(self._cache) > 64:
+        ``ItemData``, read from its file on first use; the 64 last used are kept."""
+        data = self._cache.pop(item.id, None)  # and put back last: least recently used go first
+        if data is None:
+            if len(self._cache) >= 64:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[item.id] = ItemData(self.root / "items" / f"{item.sha256}.npz")
-        return self._cache[item.id]
+            data = ItemData(self.root / "items" / f"{item.sha256}.npz")
+        self._cache[item.id] = data
+        return data
 
     def commit(self, pending: list[tuple[Item, dict]]) -> list[Item]:
         """Make ``pending`` items part of the collection: each goes to its kind's open shard (a
