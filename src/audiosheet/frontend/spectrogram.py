@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def spectrogram(audio: np.ndarray, cfg: SpectrogramConfig = DEFAULT, chunk: int 
     offsets = np.arange(cfg.frame_size)
     for a in range(0, n_frames, chunk):  # bounded memory for long recordings
         frames = padded[starts[a:a + chunk, None] + offsets] * win
-        mag = np.abs(np.fft.rfft(frames, axis=1)[:, : fb.shape[0]]).astype(np.float32)
+        mag = np.abs(scipy.fft.rfft(frames, axis=1)[:, : fb.shape[0]])  # float32 in, complex64 out
         np.log1p(mag @ fb, out=out[a:a + chunk])
     return out
 
