@@ -285,12 +285,13 @@ def test_audio_sequence_is_close_to_snippet_by_snippet():
 
 def test_shared_attention_weights_in_chunks_equal_one_pass(monkeypatch):
     import audiosheet.models.embed as E
+    import audiosheet.models.shared_attention as S
 
     m = _trained_like(load_config("bl2_att84")).for_inference()
     spec = np.random.default_rng(3).random((700, 92)).astype(np.float32)
     centres = np.arange(0, 700, 5)
     one = E.shared_attention_weights(m.attention, spec, centres, 84, bf16=False)
-    monkeypatch.setattr(E, "SHARED_CHUNK", 64)  # 13 chunks with their margins instead of 2
+    monkeypatch.setattr(S, "SHARED_CHUNK", 64)  # 13 chunks with their margins instead of 2
     chunked = E.shared_attention_weights(m.attention, spec, centres, 84, bf16=False)
     assert one.shape == (len(centres), 84)
     assert torch.allclose(one.sum(1), torch.ones(len(centres)), atol=1e-5)

@@ -42,6 +42,39 @@ def test_export_matches_torch(db, files):
         assert (fast * ref).sum(axis=1).min() > 0.995  # torch embeds with bf16 autocast
 
 
+def test_onnx_recording_shares_its_attention_as_torch_does(db, tmp_path):
+    """``OnnxEmbedder.audio_sequence`` (attention.onnx + audio_net.onnx, float32) against the torch
+    ``Embedder.audio_sequence`` (bf16) and against the snippet-by-snippet ONNX graph."""
+    from audiosheet.frontend.audio import ingest_audio
+
+    c = Collection(db, query_model="onnx")
+    q = c.query_embedder
+    meta = read_meta(db / "model")
+    assert meta["format"] == "audiosheet-onnx-v2" and meta["shared_attention"]["stride"] == 8
+    spec = ingest_audio(c.items("audio")[0].path, context=q.config.context, hop=5).spec
+    fast = q.audio_sequence(spec, 5)
+    ref = c.embedder.audio_sequence(spec, 5)
+    alone = q.audio(ingest_audio(c.items("audio")[0].path, context=q.config.context, hop=5).snippets)
+    assert fast.shape == ref.shape == alone.shape and fast.dtype == np.float32
+    assert (fast * ref).sum(axis=1).min() > 0.995  # float32 here, bf16 in torch
+    assert (fast * alone).sum(axis=1).min() > 0.99
+    # a v1 export (no attention graphs) is still read, snippet by snippet, and rewritten as v2
+    # by the next index add
+    import shutil
+
+    copy = tmp_path / "coll"
+    shutil.copytree(db, copy)
+    meta["format"], meta["shared_attention"] = "audiosheet-onnx-v1", None
+    (copy / "model" / "model.json").write_text(json.dumps(meta))
+    (copy / "model" / "attention.onnx").unlink()
+    old = OnnxEmbedder(copy / "model")
+    assert np.allclose(old.audio_sequence(spec, 5), alone, atol=1e-6)
+    c2 = Collection(copy)
+    with c2.writing():
+        c2._export_query_model()
+    assert read_meta(copy / "model")["format"] == "audiosheet-onnx-v2"
+
+
 def test_identify_through_onnx_without_torch(db, files):
     """A one-shot query process never imports torch, and answers as the torch path does."""
     audio = Collection(db).items("audio")[1]

@@ -7,9 +7,9 @@ Batches are padded to one fixed size so the traced graphs are never re-specialis
 
 A recording's overlapping snippets (``audio_sequence``) share the attention's convolutions: the
 attention's feature maps are computed once over the whole spectrogram and each snippet's frame
-weights are read from them (``shared_attention_weights``), so only the audio pathway runs per
-snippet: ~40 % less work for a query cut every 0.25 s, embeddings within cosine 0.99+ of the
-snippet-by-snippet ones (tests/test_embed.py).
+weights are read from them (``shared_attention_weights``, ``models.shared_attention``), so only the
+audio pathway runs per snippet: half the work for a query cut every 0.25 s, embeddings within
+cosine 0.99+ of the snippet-by-snippet ones (tests/test_model.py).
 """
 from __future__ import annotations
 
@@ -21,59 +21,43 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiosheet.models.checkpoint import load_model
+from audiosheet.models.shared_attention import attention_map, chunk_frames, snippet_weights
 from audiosheet.models.snippet import FrameAttention, SnippetModel, autocast
 
-SHARED_CHUNK = 512  # spectrogram frames of the attention's feature map made per pass
-SHARED_MARGIN = 64  # frames of context each side of a chunk: more than the features' receptive field
+class AttentionColumns(nn.Module):
+    """The attention's feature map of a spectrogram stretch, averaged over frequency: (1, 1, bins,
+    frames) → (1, C, frames // stride), float32 (the logits are taken from it in float32,
+    ``Embedder._attention_columns``)."""
+
+    def __init__(self, attention: FrameAttention):
+        super().__init__()
+        self.features = attention.features
+
+    def forward(self, x):
+        return self.features(x).float().mean(dim=2)
 
 
 def shared_attention_weights(attention: FrameAttention, spec: np.ndarray, centres: np.ndarray,
                              context: int, bf16: bool = True, features=None) -> torch.Tensor:
     """Frame weights (N, context), rows summing to 1, of the snippets of ``spec`` (T, bins)
-    centred on ``centres`` (N,) frames (as ``frontend.audio.audio_snippets`` cuts them, silence
-    beyond the ends), from one pass of the attention's convolutions over the whole spectrogram.
-
-    ``FrameAttention.weights`` of one snippet is softmax(W · mean of its feature map + b) (the
-    1×1 logits convolution and the mean commute). Here the feature map is the whole recording's,
-    and each snippet's mean is taken over its own span of it: the ``context // 8`` feature
-    columns from frame ``centre - context // 2`` on, with fractional ends (the map has one column
-    per 8 frames; a snippet starts every ``hop`` frames). It differs from the snippet's own map
-    only where the snippet's zero padding is replaced by the music around it, and by that
-    rounding of its span.
-
-    The map is made in chunks of ``SHARED_CHUNK`` frames, each seen with ``SHARED_MARGIN`` frames
-    of the spectrogram (silence beyond its ends) on either side, so every pass has one shape
-    (1, 1, bins, SHARED_CHUNK + 2 SHARED_MARGIN) — ``features``, a traced ``attention.features``
-    of that shape, runs them (default: ``attention.features`` itself) — and the map does not
-    depend on the chunk size. ``bf16``: the convolutions under bfloat16 autocast, as ``Embedder``
-    runs them.
-    """
-    t, bins = spec.shape
-    features = features or attention.features
+    centred on ``centres`` (N,) frames (as ``frontend.audio.audio_snippets`` cuts them), from one
+    pass of the attention's convolutions over the whole spectrogram (``models.shared_attention``:
+    how, and how close to each snippet's own weights). ``features``: an ``AttentionColumns`` of
+    ``attention`` (a traced one of shape (1, 1, bins, ``chunk_frames()``)); ``bf16``: its
+    convolutions under bfloat16 autocast, as ``Embedder`` runs them."""
+    features = features or AttentionColumns(attention)
     stride = 2 ** len(attention.features)  # one max-pool per block
-    lo, chunks = context // 2, -(-(t + context) // SHARED_CHUNK)
-    padded = np.zeros((SHARED_MARGIN + chunks * SHARED_CHUNK + SHARED_MARGIN, bins), np.float32)
-    padded[SHARED_MARGIN + lo:SHARED_MARGIN + lo + t] = spec  # the snippets' silence, then the margins
-    cols, keep = [], slice(SHARED_MARGIN // stride, (SHARED_MARGIN + SHARED_CHUNK) // stride)
-    with torch.no_grad(), autocast(bf16):
-        for k in range(chunks):
-            x = torch.from_numpy(np.ascontiguousarray(padded[k * SHARED_CHUNK:(k + 1) * SHARED_CHUNK
-                                                             + 2 * SHARED_MARGIN].T))[None, None]
-            f = features(x.contiguous(memory_format=torch.channels_last))
-            cols.append(f.float().mean(dim=2)[0, :, keep])  # (C, SHARED_CHUNK // stride)
-    col = torch.cat(cols, 1)  # (C, W): one column per `stride` frames, from padded frame 0 on
-    cum = torch.cat([col.new_zeros(col.shape[0], 1), col.cumsum(1)], 1)
+    w = attention.logits.weight[:, :, 0, 0].float()
+    b = attention.logits.bias.float()[:, None]
 
-    def area(p: torch.Tensor) -> torch.Tensor:  # ∫ of the columns from 0 to p (columns)
-        i = p.floor().long().clamp(max=col.shape[1] - 1)
-        return cum[:, i] + (p - i).float() * col[:, i]
+    def columns_of(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad(), autocast(bf16):
+            m = features(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))[0]
+        with torch.no_grad():
+            return (w @ m.float() + b).numpy()
 
-    span = context // stride  # a snippet's own map has this many columns
-    first = torch.as_tensor(np.asarray(centres), dtype=torch.float64) / stride  # its first frame, in columns
-    mean = (area(first + span) - area(first)) / span  # (C, N)
-    conv = attention.logits
-    logits = conv.weight[:, :, 0, 0].float() @ mean + conv.bias.float()[:, None]
-    return torch.softmax(logits.T, dim=1)
+    columns = attention_map(columns_of, spec, context, stride)
+    return torch.from_numpy(snippet_weights(columns, centres, context, stride))
 
 
 class _AudioRaw(nn.Module):
@@ -111,7 +95,7 @@ class Embedder:
         self._nets = {"audio": _AudioRaw(self.model), "sheet": self.model.sheet_net,
                       "audio_net": self.model.audio_net}
         if self.model.attention is not None:  # chunks of the shared attention map, one at a time
-            self._nets["attention_features"] = self.model.attention.features
+            self._nets["attention_features"] = AttentionColumns(self.model.attention)
         self._traced: dict[str, nn.Module] = {}
 
     def _net(self, kind: str, shape: tuple) -> nn.Module:
@@ -175,7 +159,7 @@ class Embedder:
         shape = (self.config.audio_bins, self.config.context)
         if spec.shape[1] != shape[0]:
             raise ValueError(f"spectrogram of {spec.shape[1]} bins, expected {shape[0]}")
-        features = self._net("attention_features", (shape[0], SHARED_CHUNK + 2 * SHARED_MARGIN))
+        features = self._net("attention_features", (shape[0], chunk_frames()))
         weights = shared_attention_weights(self.model.attention, spec, centres, self.config.context,
                                            self.bf16, features)
         a = self._run(self._net("audio_net", shape), snippets, shape, weights)

@@ -4,7 +4,9 @@ Importing torch costs about a second, more than a whole warm query, so a one-sho
 ``audiosheet identify`` would spend most of its time loading it. A collection therefore keeps an
 ONNX export of its model (``COLLECTION/model/{audio,sheet}.onnx`` + ``model.json``, written by
 ``export`` when files are added, with torch already loaded) and queries run it with ONNX Runtime
-(import ~0.1 s). The graphs hold everything after the front end: attention (audio), the
+(import ~0.1 s). A recording's snippets share their attention as in ``Embedder.audio_sequence``
+(``attention.onnx`` + ``audio_net.onnx``, format v2; a v1 export is still read and embeds snippet by
+snippet, and the next ``index add`` writes v2). The graphs hold everything after the front end: attention (audio), the
 convolutional pathway, the CCA projection if the model has one, and the L2 normalisation, in
 float32. They match the torch model in float32 to ~1e-5; indexed embeddings are made by torch with
 bf16 autocast (``embed.Embedder``), whose rounding is far larger (cosine > 0.995 between the two,
@@ -23,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from audiosheet.files import atomic_path, write_json
+from audiosheet.models.shared_attention import attention_map, chunk_frames, snippet_weights
 
-FORMAT = "audiosheet-onnx-v1"
+FORMAT = "audiosheet-onnx-v2"  # v2: + the shared attention's graphs (attention.onnx, audio_net.onnx)
+READABLE = ("audiosheet-onnx-v1", FORMAT)  # a v1 export is still read (snippet by snippet)
 OPSET = 17
 
 
@@ -39,10 +43,11 @@ class OnnxConfig:
 
 
 def export(model, folder: str | Path, model_sha256: str) -> Path:
-    """Write ``folder/audio.onnx``, ``sheet.onnx`` and ``model.json`` for a ``SnippetModel``
-    (atomically: a reader sees the old export or the new one). Returns ``folder``."""
-    import warnings
-
+    """Write ``folder/audio.onnx``, ``sheet.onnx`` and ``model.json`` for a ``SnippetModel`` — and
+    for a model with attention ``attention.onnx`` (one ``shared_attention.chunks`` input → the
+    logits per feature column, (1, context, columns)) and ``audio_net.onnx`` (attention-weighted
+    snippets → embeddings) for ``OnnxEmbedder.audio_sequence``. Each file is replaced atomically
+    and ``model.json`` last. Returns ``folder``."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -68,22 +73,45 @@ def export(model, folder: str | Path, model_sha256: str) -> Path:
                 y = (y - self.mean) @ self.proj
             return F.normalize(y, dim=1)
 
+    class Columns(nn.Module):  # one chunk → the attention's logits per feature column (float32)
+        def __init__(self, attention):
+            super().__init__()
+            self.features, self.logits = attention.features, attention.logits
+
+        def forward(self, x):
+            return self.logits(self.features(x).mean(dim=2, keepdim=True))[:, :, 0, :]
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = {"audio": (1, cfg.audio_bins, cfg.context), "sheet": (1, *cfg.sheet_shape)}
-    for kind, shape in shapes.items():
-        args = (cca[0], cca[1]) if kind == "audio" and cca else (cca[2], cca[3]) if cca else ()
-        net = Pathway(emb._nets[kind], *args).eval()
-        with atomic_path(folder / f"{kind}.onnx") as tmp, warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (torch.zeros(2, *shape),), str(tmp), input_names=["x"],
-                              output_names=["embedding"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={"x": {0: "n"}, "embedding": {0: "n"}})
+    audio_shape = (1, cfg.audio_bins, cfg.context)
+    nets = {"audio": (emb._nets["audio"], audio_shape), "sheet": (emb._nets["sheet"], (1, *cfg.sheet_shape))}
+    shared = None
+    if emb.model.attention is not None:  # Embedder.audio_sequence's two parts
+        shared = {"stride": 2 ** len(emb.model.attention.features), "frames": chunk_frames()}
+        nets["audio_net"] = (emb._nets["audio_net"], audio_shape)
+    for kind, (module, shape) in nets.items():
+        args = (cca[0], cca[1]) if kind != "sheet" and cca else (cca[2], cca[3]) if cca else ()
+        _export_graph(Pathway(module, *args).eval(), torch.zeros(2, *shape), folder / f"{kind}.onnx",
+                      "embedding", {"x": {0: "n"}, "embedding": {0: "n"}})
+    if shared:
+        _export_graph(Columns(emb.model.attention).eval(), torch.zeros(1, 1, cfg.audio_bins, shared["frames"]),
+                      folder / "attention.onnx", "columns", None)
     meta = {"format": FORMAT, "model_sha256": model_sha256, "context": cfg.context,
             "audio_bins": cfg.audio_bins, "sheet_shape": list(cfg.sheet_shape),
-            "embed_dim": cfg.embed_dim}
+            "embed_dim": cfg.embed_dim, "shared_attention": shared}
     write_json(folder / "model.json", meta)
     return folder
+
+
+def _export_graph(net, example, path: Path, output: str, dynamic: dict | None) -> None:
+    import warnings
+
+    import torch
+
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), str(tmp), input_names=["x"], output_names=[output],
+                          opset_version=OPSET, dynamo=False, dynamic_axes=dynamic)
 
 
 def read_meta(folder: str | Path) -> dict | None:
@@ -93,7 +121,8 @@ def read_meta(folder: str | Path) -> dict | None:
         meta = json.loads((folder / "model.json").read_text())
     except (OSError, ValueError):
         return None
-    if meta.get("format") != FORMAT or not all((folder / f"{k}.onnx").is_file() for k in ("audio", "sheet")):
+    graphs = ("audio", "sheet") + (("attention", "audio_net") if meta.get("shared_attention") else ())
+    if meta.get("format") not in READABLE or not all((folder / f"{k}.onnx").is_file() for k in graphs):
         return None
     return meta
 
@@ -142,6 +171,26 @@ class OnnxEmbedder:
 
     def audio(self, specs) -> np.ndarray:
         return self._run("audio", specs, (self.config.audio_bins, self.config.context))
+
+    def audio_sequence(self, spec: np.ndarray, hop: int) -> np.ndarray:
+        """``embed.Embedder.audio_sequence``: a whole recording's snippets (centred on frames 0,
+        hop, … of ``spec`` (T, bins)), the attention computed once for all of them
+        (``models.shared_attention``) where the export has its graphs; snippet by snippet
+        otherwise (a v1 export, a model without attention)."""
+        from audiosheet.frontend.audio import audio_snippets
+
+        spec = np.asarray(spec, np.float32)
+        cfg = self.config
+        snippets, centres = audio_snippets(spec, cfg.context, hop)
+        shared = self.meta.get("shared_attention")
+        if not shared or shared["frames"] != chunk_frames() or not len(snippets):
+            return self.audio(snippets)
+        if spec.shape[1] != cfg.audio_bins:
+            raise ValueError(f"spectrogram of {spec.shape[1]} bins, expected {cfg.audio_bins}")
+        session = self._session("attention")
+        columns = attention_map(lambda x: session.run(None, {"x": x})[0][0], spec, cfg.context, shared["stride"])
+        w = snippet_weights(columns, centres, cfg.context, shared["stride"])
+        return self._run("audio_net", snippets * (w * cfg.context)[:, None, :], (cfg.audio_bins, cfg.context))
 
     def sheet(self, images) -> np.ndarray:
         return self._run("sheet", images, tuple(self.config.sheet_shape))

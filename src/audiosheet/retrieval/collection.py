@@ -196,9 +196,9 @@ class Collection(Store):
     def _export_query_model(self) -> None:
         """Write the ONNX export of the model for queries if it is missing or stale (inside the
         writer lock; a failed export only costs queries their fast start)."""
-        from audiosheet.models.onnx import export
+        from audiosheet.models.onnx import FORMAT, export, read_meta
 
-        if self._query_export_current():
+        if self._query_export_current() and read_meta(self.root / "model")["format"] == FORMAT:
             return
         try:
             export(self.embedder.model, self.root / "model", self.settings["model_sha256"])
