@@ -43,8 +43,11 @@ def chunks(spec: np.ndarray, context: int) -> Iterator[np.ndarray]:
     lo, n = context // 2, -(-(t + context) // SHARED_CHUNK)
     padded = np.zeros((SHARED_MARGIN + n * SHARED_CHUNK + SHARED_MARGIN, bins), np.float32)
     padded[SHARED_MARGIN + lo:SHARED_MARGIN + lo + t] = spec
-    for k in range(n):
-        yield np.ascontiguousarray(padded[k * SHARED_CHUNK:k * SHARED_CHUNK + chunk_frames()].T)[None, None]
+    for k in range(n):  # a fresh array: the usual strides, also on its two axes of size 1 (a
+        # traced torch graph specialises on strides; ``[None, None]`` would give them stride 0)
+        x = np.empty((1, 1, bins, chunk_frames()), np.float32)
+        x[0, 0] = padded[k * SHARED_CHUNK:k * SHARED_CHUNK + chunk_frames()].T
+        yield x
 
 
 def attention_map(columns_of: Callable[[np.ndarray], np.ndarray], spec: np.ndarray, context: int,
