@@ -35,6 +35,12 @@ def client(db):
         yield c
 
 
+def test_start_up_traces_the_query_graphs(client):
+    """The first query pays no tracing: the server ran the model's graphs at start-up."""
+    emb = client.app.state.collection.query_embedder
+    assert {"audio_net", "attention_features", "sheet"} <= set(emb._traced)
+
+
 def _post(client, path: Path, name: str | None = None, **form):
     with open(path, "rb") as f:
         return client.post("/api/identify", files={"file": (name or path.name, f)},
