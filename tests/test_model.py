@@ -281,6 +281,9 @@ def test_audio_sequence_is_close_to_snippet_by_snippet():
     assert np.allclose(np.linalg.norm(seq, axis=1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="92"):
         emb.audio_sequence(spec[:, :80], 5)
+    assert np.array_equal(emb.audio_sequence(spec, 5, snippets), seq)  # snippets already cut: reused
+    with pytest.raises(ValueError, match="snippets given"):
+        emb.audio_sequence(spec, 5, snippets[:-1])
     # the traced graphs answer their first call as every later one (inputs with the strides they
     # were traced with: a stride-0 axis of size 1 sent the first call down another graph)
     fresh = Embedder(load_model("snippet-bl2-att84"), batch=8)

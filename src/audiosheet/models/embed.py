@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiosheet.models.checkpoint import load_model
-from audiosheet.models.shared_attention import attention_map, chunk_frames, snippet_weights
+from audiosheet.models.shared_attention import attention_map, chunk_frames, recording_snippets, snippet_weights
 from audiosheet.models.snippet import FrameAttention, SnippetModel, autocast
+
 
 class AttentionColumns(nn.Module):
     """The attention's feature map of a spectrogram stretch, averaged over frequency: (1, 1, bins,
-    frames) → (1, C, frames // stride), float32 (the logits are taken from it in float32,
-    ``Embedder._attention_columns``)."""
+    frames) → (1, C, frames // stride), float32 (``shared_attention_weights`` takes the logits
+    from it in float32, outside bf16 autocast)."""
 
     def __init__(self, attention: FrameAttention):
         super().__init__()
@@ -45,7 +46,7 @@ def shared_attention_weights(attention: FrameAttention, spec: np.ndarray, centre
     how, and how close to each snippet's own weights). ``features``: an ``AttentionColumns`` of
     ``attention`` (a traced one of shape (1, 1, bins, ``chunk_frames()``)); ``bf16``: its
     convolutions under bfloat16 autocast, as ``Embedder`` runs them."""
-    features = features or AttentionColumns(attention)
+    features = AttentionColumns(attention) if features is None else features
     stride = 2 ** len(attention.features)  # one max-pool per block
     w = attention.logits.weight[:, :, 0, 0].float()
     b = attention.logits.bias.float()[:, None]
@@ -145,15 +146,14 @@ class Embedder:
             a = (a - self._cca[0]) @ self._cca[1]
         return F.normalize(a, dim=1).numpy()
 
-    def audio_sequence(self, spec: np.ndarray, hop: int) -> np.ndarray:
+    def audio_sequence(self, spec: np.ndarray, hop: int, snippets: np.ndarray | None = None) -> np.ndarray:
         """Embeddings (N, d) of a whole recording's snippets, centred on frames 0, hop, 2 hop, … < T
-        of ``spec`` (T, bins) as ``frontend.audio.audio_snippets(spec, context, hop)`` cuts them,
-        the attention computed once for all of them (``shared_attention_weights``). Equal to
-        ``audio`` of those snippets for a model without attention; within cosine 0.99+ with it."""
-        from audiosheet.frontend.audio import audio_snippets
-
+        of ``spec`` (T, bins) as ``frontend.audio.audio_snippets(spec, context, hop)`` cuts them
+        (``snippets``: those, if the caller has cut them already), the attention computed once for
+        all of them (``shared_attention_weights``). Equal to ``audio`` of those snippets for a model
+        without attention; within cosine 0.99+ with it."""
         spec = np.asarray(spec, np.float32)
-        snippets, centres = audio_snippets(spec, self.config.context, hop)
+        snippets, centres = recording_snippets(spec, self.config.context, hop, snippets)
         if self.model.attention is None or not len(snippets):
             return self.audio(snippets)
         shape = (self.config.audio_bins, self.config.context)

@@ -121,9 +121,9 @@ def embed_file(path: str | Path, embedder, kind: str | None = None,
     """Read, cut and embed one file (``ingest_file``, then ``embedder.sheet``/``.audio``).
 
     ``embedder``: anything with ``.config.context`` and ``.sheet(snippets)``/``.audio(snippets)``
-    → float32 (N, d) (a recording goes to ``.audio_sequence(spec, hop)`` where it has one, as
-    ``embed.Embedder``: its snippets' attention from one pass over the spectrogram); or a callable ``n_snippets → embedder`` (a collection picks ONNX or torch by
-    the query's length). ``long_over``: a recording longer than this many seconds is embedded
+    → float32 (N, d) (a recording goes to ``.audio_sequence(spec, hop, snippets)`` where it has one, as
+    ``embed.Embedder``: its snippets' attention from one pass over the spectrogram); or a callable
+    ``n_snippets → embedder`` (a collection picks ONNX or torch by the query's length). ``long_over``: a recording longer than this many seconds is embedded
     every ``LONG_QUERY_AUDIO_HOP`` frames instead of every ``hop`` (long queries are identified in
     segments, where a coarser hop costs nothing and halves the work). Errors as ``ingest_file``.
     """
@@ -141,7 +141,7 @@ def embed_file(path: str | Path, embedder, kind: str | None = None,
             snippets, centres, step = snippets[::stride], centres[::stride], step * stride
         emb = pick(len(snippets))
         if hasattr(emb, "audio_sequence"):  # the attention computed once for the whole recording
-            return FileEmbeddings("audio", emb.audio_sequence(ing.spec, step), ing, step, centres)
+            return FileEmbeddings("audio", emb.audio_sequence(ing.spec, step, snippets), ing, step, centres)
         return FileEmbeddings("audio", emb.audio(snippets), ing, step, centres)
     ing = ingest_file(path, kind, front_end, hop or INDEX_SHEET_HOP)
     return FileEmbeddings("sheet", pick(len(ing.snippets)).sheet(ing.snippets), ing, hop or INDEX_SHEET_HOP)

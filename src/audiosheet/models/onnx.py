@@ -5,10 +5,10 @@ Importing torch costs about a second, more than a whole warm query, so a one-sho
 ONNX export of its model (``COLLECTION/model/{audio,sheet}.onnx`` + ``model.json``, written by
 ``export`` when files are added, with torch already loaded) and queries run it with ONNX Runtime
 (import ~0.1 s). A recording's snippets share their attention as in ``Embedder.audio_sequence``
-(``attention.onnx`` + ``audio_net.onnx``, format v2; a v1 export is still read and embeds snippet by
-snippet, and the next ``index add`` writes v2). The graphs hold everything after the front end: attention (audio), the
-convolutional pathway, the CCA projection if the model has one, and the L2 normalisation, in
-float32. They match the torch model in float32 to ~1e-5; indexed embeddings are made by torch with
+(``attention.onnx`` + ``audio_net.onnx``, format v2; a v1 export is still read and embeds snippet
+by snippet, and the next ``index add`` writes v2). The graphs hold everything after the front
+end: attention (audio), the convolutional pathway, the CCA projection if the model has one,
+and the L2 normalisation, in float32. They match the torch model in float32 to ~1e-5; indexed embeddings are made by torch with
 bf16 autocast (``embed.Embedder``), whose rounding is far larger (cosine > 0.995 between the two,
 checked in tests/test_onnx.py, with the same answers).
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from audiosheet.files import atomic_path, write_json
-from audiosheet.models.shared_attention import attention_map, chunk_frames, snippet_weights
+from audiosheet.models.shared_attention import attention_map, chunk_frames, recording_snippets, snippet_weights
 
 FORMAT = "audiosheet-onnx-v2"  # v2: + the shared attention's graphs (attention.onnx, audio_net.onnx)
 READABLE = ("audiosheet-onnx-v1", FORMAT)  # a v1 export is still read (snippet by snippet)
@@ -172,16 +172,14 @@ class OnnxEmbedder:
     def audio(self, specs) -> np.ndarray:
         return self._run("audio", specs, (self.config.audio_bins, self.config.context))
 
-    def audio_sequence(self, spec: np.ndarray, hop: int) -> np.ndarray:
+    def audio_sequence(self, spec: np.ndarray, hop: int, snippets: np.ndarray | None = None) -> np.ndarray:
         """``embed.Embedder.audio_sequence``: a whole recording's snippets (centred on frames 0,
-        hop, … of ``spec`` (T, bins)), the attention computed once for all of them
-        (``models.shared_attention``) where the export has its graphs; snippet by snippet
-        otherwise (a v1 export, a model without attention)."""
-        from audiosheet.frontend.audio import audio_snippets
-
+        hop, … of ``spec`` (T, bins); ``snippets``: those, if already cut), the attention computed
+        once for all of them (``models.shared_attention``) where the export has its graphs;
+        snippet by snippet otherwise (a v1 export, a model without attention)."""
         spec = np.asarray(spec, np.float32)
         cfg = self.config
-        snippets, centres = audio_snippets(spec, cfg.context, hop)
+        snippets, centres = recording_snippets(spec, cfg.context, hop, snippets)
         shared = self.meta.get("shared_attention")
         if not shared or shared["frames"] != chunk_frames() or not len(snippets):
             return self.audio(snippets)

@@ -36,6 +36,21 @@ def chunk_frames() -> int:
     return SHARED_CHUNK + 2 * SHARED_MARGIN
 
 
+def recording_snippets(spec: np.ndarray, context: int, hop: int, snippets: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(snippets, centres) of ``spec`` (T, bins) as ``frontend.audio.audio_snippets(spec, context,
+    hop)`` cuts them; ``snippets``: those, already cut by the caller (not cut again). ValueError
+    if ``snippets`` has another count than ``hop`` gives."""
+    from audiosheet.frontend.audio import audio_snippets
+
+    if snippets is None:
+        return audio_snippets(spec, context, hop)
+    centres = np.arange(0, len(spec), hop, dtype=np.int64)
+    if len(snippets) != len(centres):
+        raise ValueError(f"{len(snippets)} snippets given, {len(centres)} cut every {hop} frames of {len(spec)}")
+    return np.asarray(snippets, np.float32), centres
+
+
 def chunks(spec: np.ndarray, context: int) -> Iterator[np.ndarray]:
     """Float32 (1, 1, bins, ``chunk_frames()``) inputs covering ``spec`` (T, bins) after the
     snippets' padding (``context // 2`` silent frames before, the rest after), in order."""

@@ -84,7 +84,8 @@ def reembed(source: str | Path, out: str | Path, model: str | None = None,
                 if it.kind == "sheet":
                     emb = dst.embedder.sheet(snippets)
                 else:  # as ``embed_file`` embeds a recording: attention shared by its snippets
-                    emb = dst.embedder.audio_sequence(arrays["spec"].astype(np.float32), src.settings["audio_hop"])
+                    emb = dst.embedder.audio_sequence(arrays["spec"].astype(np.float32),
+                                                      src.settings["audio_hop"], snippets)
                 arrays["emb"] = emb.astype(np.float16)
                 item = dst.store_item(it.kind, it.name, it.path, it.sha256, arrays, it.info, it.added)
             except Exception as exc:  # one item's failure; the others go on
